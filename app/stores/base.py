@@ -1,0 +1,164 @@
+"""A generic JSON-document repository with atomic multi-key writes and optimistic versions.
+
+Layout per noun (see app/redis.py): one string key per record holding its JSON, a sorted set
+of all ids and one per owner (listing without KEYS), hashes for unique attributes, and a
+table version counter bumped (and announced on a pub/sub channel) by every change, so caches
+such as the proxy's route table can refresh without polling every record.
+
+Every write runs under WATCH on the keys it reads and commits in one MULTI/EXEC; a record
+whose `version` differs from the caller's is refused with Conflict.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import redis
+
+from app import redis as keys
+from app.errors import Conflict, NotFound, Unavailable
+from app.models import now_s
+
+
+def _dumps(record: dict) -> str:
+    return json.dumps(record, separators=(",", ":"), sort_keys=True)
+
+
+class Repository:
+    noun: str = ""
+    model: type = object
+    # unique attribute name -> function of a model giving its value (None: not indexed)
+    unique: dict[str, Callable] = {}
+
+    def __init__(self, client: redis.Redis):
+        self.client = client
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def get(self, record_id: str, *, owner: str | None = None):
+        """The record, or NotFound; with `owner`, records of other owners are NotFound too."""
+        raw = self._call(self.client.get, keys.record(self.noun, record_id))
+        if raw is None:
+            raise NotFound(f"no {self.noun} named {record_id!r}")
+        item = self.model.from_record(json.loads(raw))
+        if owner is not None and item.owner != owner:
+            raise NotFound(f"no {self.noun} named {record_id!r}")
+        return item
+
+    def find(self, record_id: str):
+        try:
+            return self.get(record_id)
+        except NotFound:
+            return None
+
+    def list(self, *, owner: str | None = None, offset: int = 0, limit: int = 1000) -> list:
+        index = keys.owner_index(self.noun, owner) if owner else keys.index(self.noun)
+        ids = self._call(self.client.zrange, index, offset, offset + limit - 1)
+        return self.get_many(ids)
+
+    def count(self, *, owner: str | None = None) -> int:
+        index = keys.owner_index(self.noun, owner) if owner else keys.index(self.noun)
+        return self._call(self.client.zcard, index)
+
+    def get_many(self, ids: list[str]) -> list:
+        if not ids:
+            return []
+        raws = self._call(self.client.mget, [keys.record(self.noun, i) for i in ids])
+        return [self.model.from_record(json.loads(r)) for r in raws if r is not None]
+
+    def lookup(self, unique_name: str, value: str) -> str | None:
+        """The id holding a unique attribute value, if any."""
+        return self._call(self.client.hget, keys.unique_index(self.noun, unique_name), value)
+
+    def table_version(self) -> int:
+        return int(self._call(self.client.get, keys.table_version(self.noun)) or 0)
+
+    # -- writes --------------------------------------------------------------------------
+
+    def create(self, item):
+        """Store a new record (version 1); Conflict if the id or a unique value is taken."""
+        item = item.replace(version=1)
+        return self._write(item.id, None, item)
+
+    def update(self, item, *, expected_version: int | None = None):
+        """Replace a record; Conflict when its stored version is not `expected_version`
+        (default: the version `item` carries)."""
+        expected = item.version if expected_version is None else expected_version
+        return self._write(item.id, expected, item.replace(version=expected + 1,
+                                                            updated_at=now_s()))
+
+    def delete(self, record_id: str, *, expected_version: int | None = None):
+        """Remove a record and its index entries; returns the removed record."""
+        return self._write(record_id, expected_version, None, deleting=True)
+
+    def _write(self, record_id: str, expected: int | None, new, *, deleting: bool = False):
+        record_key = keys.record(self.noun, record_id)
+        unique_keys = {name: keys.unique_index(self.noun, name) for name in self.unique}
+        try:
+            with self.client.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        pipe.watch(record_key, *unique_keys.values())
+                        old = self._load(pipe, record_key)
+                        self._check(record_id, old, new, expected, deleting, pipe, unique_keys)
+                        pipe.multi()
+                        self._stage(pipe, record_key, old, new, unique_keys)
+                        pipe.execute()
+                        return new if new is not None else old
+                    except redis.WatchError:
+                        continue
+        except redis.ConnectionError as ex:
+            raise Unavailable(f"the store is unreachable: {ex}") from ex
+
+    def _load(self, pipe, record_key: str):
+        raw = pipe.get(record_key)
+        return self.model.from_record(json.loads(raw)) if raw else None
+
+    def _check(self, record_id, old, new, expected, deleting, pipe, unique_keys) -> None:
+        if old is None and (deleting or expected is not None):
+            raise NotFound(f"no {self.noun} named {record_id!r}")
+        if old is not None and expected is None and not deleting:
+            raise Conflict(f"a {self.noun} named {record_id!r} already exists")
+        if old is not None and expected is not None and old.version != expected:
+            raise Conflict(f"{self.noun} {record_id!r} changed since version {expected} "
+                           f"(now {old.version}); read it again and retry")
+        if new is None:
+            return
+        for name, key in unique_keys.items():
+            value = self.unique[name](new)
+            if value is None:
+                continue
+            holder = pipe.hget(key, value)
+            if holder is not None and holder != record_id:
+                raise Conflict(f"{name} {value!r} is already used by {self.noun} {holder!r}")
+
+    def _stage(self, pipe, record_key: str, old, new, unique_keys) -> None:
+        if old is not None:
+            for name, key in unique_keys.items():
+                value = self.unique[name](old)
+                if value is not None and (new is None or self.unique[name](new) != value):
+                    pipe.hdel(key, value)
+        if new is None:
+            pipe.delete(record_key)
+            pipe.zrem(keys.index(self.noun), old.id)
+            pipe.zrem(keys.owner_index(self.noun, old.owner), old.id)
+        else:
+            pipe.set(record_key, _dumps(new.to_record()))
+            pipe.zadd(keys.index(self.noun), {new.id: new.created_at}, nx=True)
+            if old is not None and old.owner != new.owner:
+                pipe.zrem(keys.owner_index(self.noun, old.owner), old.id)
+            pipe.zadd(keys.owner_index(self.noun, new.owner), {new.id: new.created_at})
+            for name, key in unique_keys.items():
+                value = self.unique[name](new)
+                if value is not None:
+                    pipe.hset(key, value, new.id)
+        pipe.incr(keys.table_version(self.noun))
+        pipe.publish(keys.changes_channel(self.noun), new.id if new is not None else old.id)
+
+    @staticmethod
+    def _call(fn, *args):
+        try:
+            return fn(*args)
+        except redis.ConnectionError as ex:
+            raise Unavailable(f"the store is unreachable: {ex}") from ex

@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# Run the whole platform in the foreground (what `make run` does):
+#   - starts a local redis-server on 127.0.0.1 unless REDIS_URL is set,
+#   - makes sure an admin token exists (.berth/admin-token),
+#   - runs every process of the Procfile with honcho.
+# Ctrl-C (or SIGTERM) stops honcho, its processes, and the redis-server started here.
+#
+# Environment:
+#   REDIS_URL                use this Redis instead of starting one
+#   BERTH_LOCAL_REDIS_PORT   port of the local redis-server (default 6390)
+#   BERTH_WEB_PORT, BERTH_HTTP_PORT, BERTH_HTTPS_PORT   shown in the URLs printed
+#   BERTH_PROCFILE           Procfile to run (default: Procfile)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+STATE_DIR=".berth"
+VENV_BIN="$ROOT/.venv/bin"
+PROCFILE="${BERTH_PROCFILE:-Procfile}"
+TOKEN_PATH="$STATE_DIR/admin-token"
+
+log() { printf 'run: %s\n' "$*" >&2; }
+die() {
+  log "error: $*"
+  exit 1
+}
+
+# Finds a binary on PATH or in the system directories a non-root PATH may lack.
+find_bin() {
+  local dir
+  if command -v "$1" 2>/dev/null; then return 0; fi
+  for dir in /usr/local/bin /usr/bin /usr/sbin /bin /sbin; do
+    if [ -x "$dir/$1" ]; then
+      echo "$dir/$1"
+      return 0
+    fi
+  done
+  return 1
+}
+
+# True while the process exists and is not a zombie waiting to be reaped.
+alive() {
+  local stat
+  stat="$(cat "/proc/$1/stat" 2>/dev/null)" || return 1
+  stat="${stat##*) }"
+  [ "${stat:0:1}" != "Z" ]
+}
+
+# stop PID NAME SECONDS: SIGTERM, wait up to SECONDS, then SIGKILL. Only our own children.
+stop() {
+  local pid=$1 name=$2 seconds=$3 i
+  if alive "$pid"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < seconds * 10; i++)); do
+      alive "$pid" || break
+      sleep 0.1
+    done
+    if alive "$pid"; then
+      log "$name (pid $pid) still running after ${seconds}s; sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
+redis_pid=""
+honcho_pid=""
+cleaned_up=0
+
+cleanup() {
+  if [ "$cleaned_up" = 1 ]; then return 0; fi
+  cleaned_up=1
+  # A second Ctrl-C must not cut the shutdown short and leave redis running.
+  trap '' INT TERM
+  if [ -n "$honcho_pid" ]; then
+    # honcho sends SIGTERM to every process group it started and SIGKILL after 5 s.
+    stop "$honcho_pid" honcho 15
+  fi
+  if [ -n "$redis_pid" ]; then
+    log "stopping redis-server (pid $redis_pid)"
+    stop "$redis_pid" redis-server 10
+  fi
+}
+
+on_signal() {
+  log "$1 received; stopping"
+  cleanup
+  trap - EXIT
+  if [ "$1" = INT ]; then exit 130; fi
+  exit 143
+}
+
+trap 'on_signal INT' INT
+trap 'on_signal TERM' TERM
+trap cleanup EXIT
+
+[ -x "$VENV_BIN/python" ] || die ".venv is missing; run 'make bootstrap' first"
+[ -f "$PROCFILE" ] || die "no Procfile at '$PROCFILE'"
+
+export PATH="$VENV_BIN:$PATH"
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+
+mkdir -p "$STATE_DIR"
+chmod 700 "$STATE_DIR"
+
+redis_note=""
+if [ -z "${REDIS_URL:-}" ]; then
+  port="${BERTH_LOCAL_REDIS_PORT:-6390}"
+  if ! [[ "$port" =~ ^[0-9]+$ ]] || ((port < 1 || port > 65535)); then
+    die "BERTH_LOCAL_REDIS_PORT must be a TCP port (1-65535), got '$port'"
+  fi
+  redis_server="$(find_bin redis-server)" || die "redis-server not found; run 'make bootstrap'"
+  redis_cli="$(find_bin redis-cli)" || die "redis-cli not found; run 'make bootstrap'"
+
+  if "$redis_cli" -h 127.0.0.1 -p "$port" ping 2>/dev/null | grep -q PONG; then
+    die "a Redis already answers on 127.0.0.1:$port (one left from an earlier run? see $STATE_DIR/redis.pid);" \
+      "stop it, or set BERTH_LOCAL_REDIS_PORT to another port, or REDIS_URL to use it"
+  fi
+
+  mkdir -p "$STATE_DIR/redis"
+  # Job control gives redis-server its own process group: a Ctrl-C in the terminal then
+  # reaches this script (and honcho), not Redis, which is stopped last, after the processes
+  # that use it have finished.
+  set -m
+  "$redis_server" \
+    --bind 127.0.0.1 \
+    --port "$port" \
+    --dir "$ROOT/$STATE_DIR/redis" \
+    --daemonize no \
+    --save 60 1 \
+    --appendonly yes \
+    --pidfile "$ROOT/$STATE_DIR/redis.pid" \
+    --logfile "$ROOT/$STATE_DIR/redis.log" \
+    </dev/null &
+  redis_pid=$!
+  set +m
+
+  deadline=$((SECONDS + 10))
+  until "$redis_cli" -h 127.0.0.1 -p "$port" ping 2>/dev/null | grep -q PONG; do
+    if ! alive "$redis_pid"; then
+      tail -n 20 "$STATE_DIR/redis.log" >&2 2>/dev/null || true
+      die "redis-server exited during start-up; see $STATE_DIR/redis.log"
+    fi
+    if ((SECONDS >= deadline)); then
+      tail -n 20 "$STATE_DIR/redis.log" >&2 2>/dev/null || true
+      die "redis-server did not answer PING on 127.0.0.1:$port within 10 s; see $STATE_DIR/redis.log"
+    fi
+    sleep 0.1
+  done
+  export REDIS_URL="redis://127.0.0.1:$port/0"
+  redis_note="$REDIS_URL (pid $redis_pid, data in $STATE_DIR/redis/, log $STATE_DIR/redis.log)"
+else
+  redis_note="from REDIS_URL"
+fi
+
+# Creates the admin token on first run and prints it once; later runs print no secret.
+"$VENV_BIN/python" -m app.admin ensure-token --path "$TOKEN_PATH"
+
+has_process() { grep -Eq "^$1:" "$PROCFILE"; }
+
+echo
+echo "berth:"
+echo "  web/API    http://127.0.0.1:${BERTH_WEB_PORT:-8000}"
+if has_process proxy; then
+  echo "  proxy      http://127.0.0.1:${BERTH_HTTP_PORT:-8080}"
+fi
+if has_process proxy-tls; then
+  echo "  proxy TLS  https://127.0.0.1:${BERTH_HTTPS_PORT:-8443}"
+fi
+echo "  redis      $redis_note"
+echo "  CLI        BERTH_TOKEN=\$(cat $TOKEN_PATH) ./berth status"
+echo "  stop       Ctrl-C"
+echo
+
+"$VENV_BIN/honcho" start -f "$PROCFILE" &
+honcho_pid=$!
+
+# `wait` (unlike a foreground command) returns as soon as a trapped signal arrives.
+rc=0
+wait "$honcho_pid" || rc=$?
+honcho_pid=""
+log "honcho exited with status $rc"
+exit "$rc"

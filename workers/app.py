@@ -1,0 +1,21 @@
+"""The worker process factory: broker, dependencies and every actor, wired together."""
+
+from __future__ import annotations
+
+import redis
+
+from app.redis import create_client
+from app.settings import Settings
+from workers import maintenance
+from workers.broker import HeartbeatMiddleware, setup_broker
+from workers.deps import WorkerDeps, create_deps
+
+
+def create_worker(settings: Settings, client: redis.Redis | None = None) -> WorkerDeps:
+    """Set the global broker and register every actor on it; returns the actors' deps."""
+    client = client or create_client(settings.redis_url)
+    broker = setup_broker(settings)
+    broker.add_middleware(HeartbeatMiddleware(client))
+    deps = create_deps(settings, client)
+    maintenance.register(broker, deps)
+    return deps
