@@ -41,9 +41,11 @@ class _ContextFilter(logging.Filter):
         masked = redact(message)
         if masked != message or record.args:
             record.msg, record.args = masked, None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        if record.exc_info:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
             record.exc_info = None
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text)
         return True
 
 

@@ -257,8 +257,9 @@ class Token(_Model):
     scope: str
     owner: str
     secret_hash: str
-    created_at: float = 0.0
     version: int = 0
+    created_at: float = 0.0
+    updated_at: float = 0.0
 
     SECRET_FIELDS = ("secret_hash",)
 
