@@ -70,3 +70,8 @@ def create_client(url: str, **options) -> redis.Redis:
     options.setdefault("health_check_interval", 15)
     options.setdefault("decode_responses", True)
     return redis.Redis.from_url(url, **options)
+
+
+def acme_challenge(token: str) -> str:
+    """HTTP-01 key authorization for `token` (string with a TTL), answered by the proxy."""
+    return f"{PREFIX}:acme:challenge:{token}"

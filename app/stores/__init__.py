@@ -2,10 +2,11 @@
 
 from app.stores.base import Repository
 from app.stores.certificates import CertificateStore
+from app.stores.challenges import ChallengeStore
 from app.stores.ports import PortStore
 from app.stores.routes import RouteStore
 from app.stores.services import ServiceStore
 from app.stores.tokens import TokenStore
 
-__all__ = ["CertificateStore", "PortStore", "Repository", "RouteStore", "ServiceStore",
+__all__ = ["CertificateStore", "ChallengeStore", "PortStore", "Repository", "RouteStore", "ServiceStore",
            "TokenStore"]
