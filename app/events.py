@@ -37,6 +37,9 @@ _SECRET_FIELDS = frozenset(
 )
 
 
+_JSON = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -79,7 +82,7 @@ class Event:
             "subject": self.subject,
             "trace_id": self.trace_id,
             "ts_ms": str(self.ts_ms),
-            "data": json.dumps(self.data, separators=(",", ":"), default=str),
+            "data": _JSON.encode(self.data),
         }
 
     @classmethod
@@ -113,7 +116,7 @@ class Publisher:
         self._batch = batch
         self._flush_s = flush_ms / 1000
         self._bound = buffer
-        self._buffer: deque[tuple[str, dict[str, str]]] = deque()
+        self._buffer: deque[tuple[str, Event]] = deque()
         self._wake = threading.Event()
         self._lock = threading.Lock()
         self._pid: int | None = None
@@ -125,13 +128,14 @@ class Publisher:
         self.redis_ok = True
 
     def publish(self, domain: str, event: Event) -> None:
-        """Queue `event` for `events:<domain>:stream`. Never blocks, never raises."""
+        """Queue `event` for `events:<domain>:stream`. Never blocks, never raises.
+        The event is serialised by the flusher: don't mutate its data afterwards."""
         self._ensure_flusher()
         if len(self._buffer) >= self._bound:
             self.dropped += 1
             self._dropped_unreported += 1
             return
-        self._buffer.append((keys.stream(domain), event.to_fields()))
+        self._buffer.append((keys.stream(domain), event))
         if len(self._buffer) >= self._batch:
             self._wake.set()
 
@@ -193,8 +197,8 @@ class Publisher:
     def _write_batch(self) -> None:
         batch = [self._buffer[i] for i in range(min(self._batch, len(self._buffer)))]
         pipe = self._client.pipeline(transaction=False)
-        for stream_key, fields in batch:
-            pipe.xadd(stream_key, fields, maxlen=self._maxlen, approximate=True)
+        for stream_key, event in batch:
+            pipe.xadd(stream_key, event.to_fields(), maxlen=self._maxlen, approximate=True)
         unreported = self._dropped_unreported
         if unreported:
             pipe.incrby(keys.EVENTS_DROPPED, unreported)

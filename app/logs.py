@@ -22,8 +22,15 @@ _SECRET_PATTERNS = (
 )
 
 
+# Cheap pre-check: a string without any of these (case-folded) cannot match a pattern below.
+_MARKERS = ("brt_", "bearer", "basic", "authorization", "cookie", "x-api-key", "private key")
+
+
 def redact(text: str) -> str:
     """`text` with anything that looks like a credential or private key masked."""
+    folded = text.casefold()
+    if not any(marker in folded for marker in _MARKERS):
+        return text
     for pattern in _SECRET_PATTERNS:
         if pattern.groups:
             text = pattern.sub(lambda m: m.group(1) + " [redacted]", text)
