@@ -143,3 +143,8 @@ if [ "$want" != "$have_stamp" ]; then
   "$VENV_PY" -m pip install --disable-pip-version-check -q -r "$REQUIREMENTS"
   printf '%s\n' "$want" >"$STAMP"
 fi
+
+# The command line on the virtualenv's PATH: .venv/bin/berth is a link to the ./berth wrapper.
+if [ "$(readlink "$VENV/bin/berth" 2>/dev/null)" != "../../berth" ]; then
+  ln -sfn ../../berth "$VENV/bin/berth"
+fi

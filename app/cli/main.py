@@ -1,0 +1,123 @@
+"""The `berth` entry point: parse, connect, run one command, report failure as one line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from app.cli import events, status, tokens
+from app.cli.client import DEFAULT_TIMEOUT_S, DEFAULT_URL, ApiClient
+from app.cli.errors import CliError, UsageError
+from app.cli.output import clean
+from app.logs import redact
+
+NOUNS = (status, tokens, events)
+
+TOKEN_FILE = Path(".berth/admin-token")  # written by `make run`
+_CHECKOUT = Path(__file__).resolve().parents[2]
+
+
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 < number < float("inf"):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of seconds")
+    return number
+
+
+def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """The connection and output options, accepted before and after the command. Copies on a
+    sub-command default to SUPPRESS, so they only override the top level when given."""
+    unset = argparse.SUPPRESS if suppress else None
+    group = parser.add_argument_group("connection and output")
+    group.add_argument("--url", default=unset,
+                       help=f"management API base URL (default: $BERTH_URL, else {DEFAULT_URL})")
+    group.add_argument("--token", default=unset, metavar="SECRET",
+                       help="API token (default: $BERTH_TOKEN; prefer it or --token-file, "
+                            "since arguments show in the process list)")
+    group.add_argument("--token-file", default=unset, metavar="PATH",
+                       help=f"read the token from PATH (default, when no token is given: "
+                            f"{TOKEN_FILE} in the current directory or the berth checkout, "
+                            "if it exists)")
+    group.add_argument("--json", action="store_true",
+                       default=argparse.SUPPRESS if suppress else False,
+                       help="print JSON for scripts instead of text for people")
+    group.add_argument("--timeout", default=unset, type=_positive_float, metavar="SECONDS",
+                       help=f"give up on an answer after SECONDS (default: {DEFAULT_TIMEOUT_S:g})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    _add_common(common, suppress=True)
+    parser = argparse.ArgumentParser(
+        prog="berth", description="Command line of the berth edge platform.",
+        epilog="Exit status: 0 done, 1 failed (one line on stderr), 2 bad usage, "
+               "130 interrupted. Run `berth COMMAND --help` for a command's options.")
+    _add_common(parser, suppress=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for noun in NOUNS:
+        noun.register(commands, common)
+    return parser
+
+
+def _read_token(path: Path) -> str:
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as ex:
+        raise UsageError("Cannot read token file", f"{path}: {ex.strerror or ex}") from None
+    if not token:
+        raise UsageError("Cannot read token file", f"{path} is empty")
+    return token
+
+
+def resolve_token(args: argparse.Namespace, environ: Mapping[str, str],
+                  cwd: Path | None = None) -> str | None:
+    """--token, else --token-file, else $BERTH_TOKEN, else the admin token file if present."""
+    if args.token and args.token_file:
+        raise UsageError("Invalid options", "give --token or --token-file, not both")
+    if args.token:
+        return args.token.strip()
+    if args.token_file:
+        return _read_token(Path(args.token_file))
+    if environ.get("BERTH_TOKEN", "").strip():
+        return environ["BERTH_TOKEN"].strip()
+    for path in ((cwd or Path.cwd()) / TOKEN_FILE, _CHECKOUT / TOKEN_FILE):
+        if path.is_file():
+            return _read_token(path)
+    return None
+
+
+def make_client(args: argparse.Namespace, environ: Mapping[str, str]) -> ApiClient:
+    url = args.url or environ.get("BERTH_URL", "").strip() or DEFAULT_URL
+    return ApiClient(url, resolve_token(args, environ), timeout=args.timeout or DEFAULT_TIMEOUT_S)
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    environ = os.environ if environ is None else environ
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="replace")  # a non-UTF-8 terminal gets "?", not a crash
+    try:
+        args = build_parser().parse_args(argv)
+        return args.func(args, make_client(args, environ))
+    except CliError as ex:
+        print(ex.line(), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+    except BrokenPipeError:
+        # The reader went away (`berth events tail | head`): stop without a word.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    except Exception as ex:  # a bug or an answer outside the contract: still one line
+        if environ.get("BERTH_DEBUG"):
+            traceback.print_exc()
+        print(clean(redact(f"berth: Unexpected error: {type(ex).__name__}: {ex} "
+                           "(BERTH_DEBUG=1 shows the traceback)")), file=sys.stderr)
+        return 1
