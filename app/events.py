@@ -209,6 +209,12 @@ class Publisher:
         self.published += len(batch)
 
 
+def create_publisher(settings, client: redis.Redis) -> Publisher:
+    """The process's Publisher, configured from Settings (every process builds it this way)."""
+    return Publisher(client, maxlen=settings.events_maxlen, batch=settings.publisher_batch,
+                     flush_ms=settings.publisher_flush_ms, buffer=settings.publisher_buffer)
+
+
 Handler = Callable[[list[Event], "redis.client.Pipeline"], None]
 
 
@@ -379,6 +385,7 @@ class Reader:
 
 
 def stream_lengths(client: redis.Redis, streams: Iterable[str] = keys.ALL_STREAMS) -> dict:
+    streams = tuple(streams)  # iterated twice below
     pipe = client.pipeline(transaction=False)
     for name in streams:
         pipe.xlen(name)

@@ -8,6 +8,7 @@ re-validating; `to_record()` gives the stored form and `public()` what the API s
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 import time
 from dataclasses import dataclass, field
@@ -280,21 +281,74 @@ class Certificate(_Model):
     id: str  # the certificate's name
     domains: tuple[str, ...]
     owner: str
-    directory: str = "staging"
+    directory: str = "staging"  # production, staging or an ACME directory URL
     key_type: str = "ec256"
     status: str = "pending"  # pending, issuing, active, failed, revoked
-    cert_pem: str = ""
+    cert_pem: str = ""  # leaf first, then the chain
     key_pem: str = ""  # encrypted at rest when a secret key is set
     not_before: float = 0.0
     not_after: float = 0.0
     renew_after: float = 0.0
     last_error: str = ""
     backoff_until: float = 0.0
+    # The ACME order in progress, recorded before any challenge is answered, so a redelivered
+    # message resumes that order instead of placing another; cleared once it is done.
+    order_url: str = ""
+    order_key_pem: str = ""  # the key its CSR is made from (encrypted like key_pem)
+    order_purpose: str = ""  # issue or renew: which lifecycle events the order belongs to
+    order_directory: str = ""  # the directory URL the order was placed with
+    issuer_directory: str = ""  # the directory URL the stored certificate came from
+    serial: str = ""  # hex, of the stored certificate
+    issued_at: float = 0.0
+    renewal_source: str = ""  # ari (the CA's suggested window) or lifetime (a third left)
+    ari_retry_at: float = 0.0  # when to ask the CA's renewal information again
+    failures: int = 0  # failed attempts in a row; the backoff doubles with each
+    backoff_reason: str = ""  # rate_limited, validation, unavailable, error
+    last_error_at: float = 0.0
+    revoked_at: float = 0.0
     version: int = 0
     created_at: float = 0.0
     updated_at: float = 0.0
 
-    SECRET_FIELDS = ("key_pem",)
+    SECRET_FIELDS = ("key_pem", "order_key_pem")
+    KEY_TYPES = ("ec256", "ec384", "rsa2048", "rsa3072", "rsa4096")
+    DIRECTORIES = ("production", "staging")
+    MAX_DOMAINS = 100  # Let's Encrypt's limit of names on one certificate
+
+    @staticmethod
+    def clean(payload: Any) -> dict:
+        """Validated fields of a new certificate: name, domains, and optionally directory
+        and key_type. Wildcards are refused: HTTP-01 cannot validate them."""
+        payload = _only_known(payload, {"name", "domains", "directory", "key_type"},
+                              "certificate")
+        out: dict[str, Any] = {"id": check_name(payload.get("name"), "name")}
+        domains = payload.get("domains")
+        if not isinstance(domains, list) or not 1 <= len(domains) <= Certificate.MAX_DOMAINS:
+            raise ValidationError(f"domains must be a list of 1 to {Certificate.MAX_DOMAINS} "
+                                  "hostnames", field="domains")
+        names = []
+        for raw in domains:
+            host = check_hostname(raw, "domains")
+            if host not in names:
+                names.append(host)
+        out["domains"] = tuple(names)
+        if "directory" in payload:
+            out["directory"] = check_directory(payload["directory"])
+        if "key_type" in payload:
+            out["key_type"] = check_choice(payload["key_type"], "key_type",
+                                           Certificate.KEY_TYPES)
+        return out
+
+    def covers(self, domains) -> bool:
+        """True when this certificate's names include every one of `domains`."""
+        return set(domains) <= set(self.domains)
+
+
+def check_directory(value: Any, name: str = "directory") -> str:
+    """`production`, `staging` or an https URL of an ACME directory."""
+    if value in Certificate.DIRECTORIES:
+        return value
+    return check_url(value, name, schemes=("https",))
 
 
 @dataclass(frozen=True)
@@ -314,11 +368,150 @@ class Service(_Model):
     restart: str = "on-failure"
     labels: dict = field(default_factory=dict)
     health: dict = field(default_factory=lambda: {"path": "/", "interval_s": 2, "timeout_s": 2})
+    bind: str = "127.0.0.1"  # host address container ports are published on
+    # pending (created, first deployment queued), deploying, running, stopped, failed, deleting
     status: str = "pending"
-    revision: int = 0
+    error: str = ""  # why the last command failed, while status is failed
+    revision: int = 0  # bumped by each redeploy; containers carry it as a label
     version: int = 0
     created_at: float = 0.0
     updated_at: float = 0.0
+
+    CREATE_FIELDS = frozenset({"name", "image", "port", "hostname", "command", "env",
+                               "replicas", "memory_mb", "cpus", "restart", "labels", "health",
+                               "bind"})
+    # What a redeploy may change; the name and hostname are fixed, replicas change by scaling.
+    REDEPLOY_FIELDS = CREATE_FIELDS - {"name", "hostname", "replicas"}
+    RESTART_POLICIES = ("no", "on-failure", "always")
+    MAX_REPLICAS = 32  # a route has at most 32 targets
+    # Names whose record key would be another key of the noun (berth:service:index, ...).
+    RESERVED_NAMES = frozenset({"index", "version", "changed", "owner", "unique"})
+
+    @staticmethod
+    def clean(payload: Any, *, allowed: frozenset[str] = CREATE_FIELDS,
+              partial: bool = False) -> dict:
+        """Validated service fields from user input (`name` becomes `id`); with `partial`,
+        only those present, else name, image and port are required."""
+        payload = _only_known(payload, set(allowed), "service")
+        out: dict[str, Any] = {}
+        if "name" in allowed and ("name" in payload or not partial):
+            out["id"] = check_name(payload.get("name"), "name")
+            if out["id"] in Service.RESERVED_NAMES:
+                raise ValidationError(f"name {out['id']!r} is reserved", field="name")
+        if "image" in payload or not partial:
+            out["image"] = check_image(payload.get("image"))
+        if "port" in payload or not partial:
+            out["port"] = check_int(payload.get("port"), "port", 1, 65535)
+        if "hostname" in payload:
+            out["hostname"] = check_hostname(payload["hostname"], "hostname")
+        if "command" in payload:
+            out["command"] = check_command(payload["command"])
+        if "env" in payload:
+            out["env"] = check_env(payload["env"])
+        if "replicas" in payload:
+            out["replicas"] = check_int(payload["replicas"], "replicas", 1,
+                                        Service.MAX_REPLICAS)
+        if "memory_mb" in payload:
+            out["memory_mb"] = check_int(payload["memory_mb"], "memory_mb", 0, 1 << 20)
+            if 0 < out["memory_mb"] < 6:  # the engine's minimum
+                raise ValidationError("memory_mb must be 0 (no limit) or at least 6",
+                                      field="memory_mb")
+        if "cpus" in payload:
+            out["cpus"] = check_number(payload["cpus"], "cpus", 0, 1024)
+        if "restart" in payload:
+            out["restart"] = check_choice(payload["restart"], "restart",
+                                          Service.RESTART_POLICIES)
+        if "labels" in payload:
+            out["labels"] = check_labels(payload["labels"])
+        if "health" in payload:
+            out["health"] = check_health(payload["health"])
+        if "bind" in payload:
+            out["bind"] = check_ip(payload["bind"], "bind")
+        return out
+
+
+# -- service fields -------------------------------------------------------------------------
+
+# Labels berth puts on every container it runs, so the engine alone tells what belongs to what.
+LABEL_SERVICE = "berth.service"
+LABEL_OWNER = "berth.owner"
+LABEL_REVISION = "berth.revision"
+LABEL_REPLICA = "berth.replica"
+LABEL_PORT = "berth.port"  # the allocated host port
+LABEL_INSTANCE = "berth.instance"  # the installation (app.redis.INSTANCE_ID)
+
+IMAGE_RE = re.compile(
+    r"^(?:[a-z0-9.-]+(?::[0-9]{1,5})?/)?"  # registry host[:port]/
+    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?"  # :tag
+    r"(?:@sha256:[a-f0-9]{64})?$")  # @digest
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
+
+
+def check_image(value: Any, name: str = "image") -> str:
+    if not isinstance(value, str) or len(value) > 255 or not IMAGE_RE.match(value):
+        raise ValidationError(f"{name} must be an image reference such as nginx:1.27 or "
+                              "registry.example.com/team/app@sha256:<digest>", field=name)
+    return value
+
+
+def check_number(value: Any, name: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ValidationError(f"{name} must be a number from {low} to {high}", field=name)
+    return float(value)
+
+
+def check_ip(value: Any, name: str) -> str:
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise ValidationError(f"{name} must be an IP address such as 127.0.0.1",
+                              field=name) from None
+
+
+def check_command(value: Any, name: str = "command") -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) > 100 or not all(
+            isinstance(arg, str) and len(arg) <= 4096 and "\0" not in arg for arg in value):
+        raise ValidationError(f"{name} must be a list of at most 100 arguments (strings)",
+                              field=name)
+    return tuple(value)
+
+
+def check_env(value: Any, name: str = "env") -> dict[str, str]:
+    if not isinstance(value, dict) or len(value) > 200:
+        raise ValidationError(f"{name} must be an object of at most 200 variables", field=name)
+    for key, val in value.items():
+        if not isinstance(key, str) or not ENV_NAME_RE.match(key):
+            raise ValidationError(f"{name}: {key!r} is not a valid variable name", field=name)
+        if not isinstance(val, str) or len(val) > 32768 or "\0" in val:
+            raise ValidationError(f"{name}: the value of {key} must be a string", field=name)
+    return dict(value)
+
+
+def check_labels(value: Any, name: str = "labels") -> dict[str, str]:
+    if not isinstance(value, dict) or len(value) > 50:
+        raise ValidationError(f"{name} must be an object of at most 50 labels", field=name)
+    for key, val in value.items():
+        if not isinstance(key, str) or not LABEL_KEY_RE.match(key):
+            raise ValidationError(f"{name}: {key!r} is not a valid label", field=name)
+        if key.startswith("berth."):
+            raise ValidationError(f"{name}: the berth. prefix is berth's own", field=name)
+        check_text(val, f"{name}.{key}", 1024)
+    return dict(value)
+
+
+def check_health(value: Any, name: str = "health") -> dict:
+    """{"path": "/healthz", "interval_s": 2, "timeout_s": 2}; missing keys take defaults."""
+    value = _only_known(value, {"path", "interval_s", "timeout_s"}, "health check")
+    path = value.get("path", "/")
+    if not isinstance(path, str) or not path.startswith("/") or len(path) > 1024 or any(
+            ord(c) < 0x21 or ord(c) > 0x7e for c in path):
+        raise ValidationError(f"{name}.path must be a URL path starting with '/'",
+                              field=f"{name}.path")
+    return {"path": path,
+            "interval_s": check_int(value.get("interval_s", 2), f"{name}.interval_s", 1, 3600),
+            "timeout_s": check_int(value.get("timeout_s", 2), f"{name}.timeout_s", 1, 60)}
 
 
 def fresh_fields(**extra) -> dict:

@@ -75,3 +75,134 @@ def create_client(url: str, **options) -> redis.Redis:
 def acme_challenge(token: str) -> str:
     """HTTP-01 key authorization for `token` (string with a TTL), answered by the proxy."""
     return f"{PREFIX}:acme:challenge:{token}"
+
+
+def acme_account(account_id: str) -> str:
+    """JSON of one ACME account (key sealed at rest, account URL); the id is a digest of
+    (directory URL, contact e-mail), so each pair has exactly one account."""
+    return f"{PREFIX}:acme:account:{account_id}"
+
+
+def acme_orders(registered_domain: str) -> str:
+    """Sorted set of new orders placed for a registered domain (member: order, score: epoch
+    seconds), for the weekly cap."""
+    return f"{PREFIX}:acme:orders:{registered_domain}"
+
+
+def certificate_lock(certificate_id: str) -> str:
+    """Held by the worker running an operation (issue, renew, revoke...) on one certificate."""
+    return lock(f"certificate:{certificate_id}")
+
+
+def certificate_job_guard(certificate_id: str) -> str:
+    """Set (with an expiry) while a scheduler-enqueued renewal of a certificate is queued,
+    so repeated scans do not pile up messages; the actor clears it when done."""
+    return f"{PREFIX}:acme:queued:{certificate_id}"
+
+
+def expiry_warnings(certificate_id: str) -> str:
+    """Hash of expiry-warning threshold (days) -> serial it was sent for: once per threshold
+    per certificate, starting over when a renewal brings a new serial."""
+    return f"{PREFIX}:acme:warned:{certificate_id}"
+
+
+def scheduler_leader() -> str:
+    """The scheduler leader lock (value: the leader's instance id, with an expiry)."""
+    return lock("scheduler-leader")
+
+
+# -- metrics (the consumer writes them, the API and /metrics read them) -------------------------
+# Per dimension ("router": a host, "service": an upstream) and name: a hash of counters and a
+# string of latency buckets, for the totals (never expire) and for each minute (ts_ms // 60000;
+# they expire after the longest window).
+
+
+def metrics_total(dimension: str, name: str) -> str:
+    return f"{PREFIX}:metrics:{dimension}:{name}:total"
+
+
+def metrics_minute(dimension: str, name: str, minute: int) -> str:
+    return f"{PREFIX}:metrics:{dimension}:{name}:m:{minute}"
+
+
+def metrics_latency_total(dimension: str, name: str) -> str:
+    """String of big-endian i64 counters, one per fine latency bucket (BITFIELD INCRBY)."""
+    return f"{PREFIX}:metrics:{dimension}:{name}:latency:total"
+
+
+def metrics_latency_minute(dimension: str, name: str, minute: int) -> str:
+    return f"{PREFIX}:metrics:{dimension}:{name}:latency:m:{minute}"
+
+
+def metrics_index(dimension: str) -> str:
+    """Sorted set of the names of a dimension, scored by the last event seen (ms)."""
+    return f"{PREFIX}:metrics:index:{dimension}"
+
+
+# Hash "<domain>:<event type>" -> events applied by the consumer, for every stream it reads.
+METRICS_EVENTS = f"{PREFIX}:metrics:events"
+
+# -- alerts ---------------------------------------------------------------------------------------
+
+ALERT_RULES = f"{PREFIX}:alerts:rules"  # JSON overrides of the rule settings, set through the API
+ALERTS_OPEN = f"{PREFIX}:alerts:open"  # zset of state keys that are firing or pending
+ALERTS_ACTIVE = f"{PREFIX}:alerts:active"  # zset of firing incident ids, scored by fired_at ms
+ALERTS_HISTORY = f"{PREFIX}:alerts:history"  # zset of incident ids, scored by fired_at ms (capped)
+ALERTS_DROPPED_SEEN = f"{PREFIX}:alerts:dropped-seen"  # EVENTS_DROPPED at the last evaluation
+WEBHOOK_FAILURES = f"{PREFIX}:alerts:webhook-failures"  # failed webhook attempts, ever
+WEBHOOKS_ABANDONED = f"{PREFIX}:alerts:webhooks-abandoned"  # deliveries that ran out of retries
+
+
+def alert_state(rule: str, subject: str) -> str:
+    """Hash: the state machine of one rule for one subject (host, certificate, service...)."""
+    return f"{PREFIX}:alert:state:{rule}:{subject}"
+
+
+def alert_incident(incident_id: str) -> str:
+    """Hash: one firing of an alert, from alert_fired to alert_resolved."""
+    return f"{PREFIX}:alert:incident:{incident_id}"
+
+
+# -- Dramatiq's own keys (its Redis broker's layout, namespace "dramatiq"), read for /metrics ----
+
+DRAMATIQ_NAMESPACE = "dramatiq"
+
+
+def dramatiq_queue(queue: str) -> str:
+    """List of message ids ready to run (`<queue>.DQ`: the delayed ones, e.g. retries)."""
+    return f"{DRAMATIQ_NAMESPACE}:{queue}"
+
+
+def dramatiq_messages(queue: str) -> str:
+    """Hash of message id -> message for every message of `queue` not yet acknowledged
+    (waiting in `dramatiq_queue(queue)` or fetched by a worker)."""
+    return f"{DRAMATIQ_NAMESPACE}:{queue}.msgs"
+
+
+def dramatiq_dead(queue: str) -> str:
+    """Sorted set of the message ids that exhausted their retries."""
+    return f"{DRAMATIQ_NAMESPACE}:{queue}.XQ"
+
+
+# -- services ---------------------------------------------------------------------------------
+
+
+def service_lock(name: str) -> str:
+    """Held (with an expiry, renewed) by the worker running a command on one service."""
+    return lock(f"service:{name}")
+
+
+def service_health(name: str) -> str:
+    """Hash of container name -> JSON of its last health check (healthy, error, checked_at),
+    written by the workers, read by the API."""
+    return f"{PREFIX}:service-health:{name}"
+
+
+def engine_watcher_lease() -> str:
+    """Held by the one worker process that follows the container engine's event stream."""
+    return lock("engine-watcher")
+
+
+# This installation's id (set once): containers carry it, so two berth installations sharing
+# one container engine never take each other's containers for orphans.
+INSTANCE_ID = f"{PREFIX}:instance-id"

@@ -42,7 +42,7 @@ from pathlib import Path
 import redis
 
 from app import redis as keys
-from app.events import Event, Publisher, Reader
+from app.events import Event, Publisher, Reader, create_publisher
 from app.redis import create_client
 from app.settings import Settings
 from harness.procs import RedisServer, find_binary
@@ -146,8 +146,7 @@ def envelope_bytes(event: Event) -> int:
 
 
 def new_publisher(client: redis.Redis, settings: Settings) -> Publisher:
-    return Publisher(client, maxlen=settings.events_maxlen, batch=settings.publisher_batch,
-                     flush_ms=settings.publisher_flush_ms, buffer=settings.publisher_buffer)
+    return create_publisher(settings, client)
 
 
 def bench_publish(client: redis.Redis, settings: Settings, events: list[Event], n: int,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make this machine able to run, test and (with BOOTSTRAP_BENCH=1) benchmark berth:
 #   1. the Debian packages whose binaries the platform and its tests start
-#      (redis-server, pebble + pebble-challtestsrv, dockerd, busybox);
+#      (redis-server, pebble + pebble-challtestsrv, dockerd, busybox, and chromium for the
+#      dashboard test, driven headless over the DevTools protocol);
 #   2. a Python >= 3.11 virtualenv in .venv with exactly the pins of requirements.txt.
 #
 # Idempotent and quick when nothing is missing: a few `command -v` look-ups, one
@@ -34,6 +35,7 @@ REQUIRED=(
   "dockerd:docker.io"
   "busybox:busybox-static"
   "make:make"
+  "chromium:chromium"
 )
 BENCH=(
   "wrk:wrk"

@@ -25,3 +25,13 @@ def redis_client(redis_server):
 @pytest.fixture
 def settings(redis_server):
     return Settings.from_env({}, redis_url=redis_server.url)
+
+
+@pytest.fixture
+def api(settings, redis_client):
+    """The management API in process (falcon TestClient) with an admin token in `api.admin`."""
+    from tests.support.api import Api
+
+    harness = Api(settings, redis_client)
+    yield harness
+    harness.close()

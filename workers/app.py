@@ -6,7 +6,7 @@ import redis
 
 from app.redis import create_client
 from app.settings import Settings
-from workers import maintenance
+from workers import alerts, certificates, maintenance, reconcile, services
 from workers.broker import HeartbeatMiddleware, setup_broker
 from workers.deps import WorkerDeps, create_deps
 
@@ -18,4 +18,8 @@ def create_worker(settings: Settings, client: redis.Redis | None = None) -> Work
     broker.add_middleware(HeartbeatMiddleware(client))
     deps = create_deps(settings, client)
     maintenance.register(broker, deps)
+    certificates.register(broker, deps)
+    services.register(broker, deps)
+    reconcile.register(broker, deps)
+    alerts.register(broker, deps)
     return deps

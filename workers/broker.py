@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
-import time
 
 import dramatiq
 import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Middleware, Retries, default_middleware
 
-from app import redis as keys
+from app.heartbeat import Heartbeat
 from app.settings import Settings
 from app.tracing import current_trace_id, get_trace_id, new_trace_id
 
@@ -47,25 +44,13 @@ class HeartbeatMiddleware(Middleware):
     """Records the worker process as alive in Redis every few seconds while it runs."""
 
     def __init__(self, client: redis.Redis, component: str = "worker", every_s: float = 5.0):
-        self.client = client
-        self.component = component
-        self.every_s = every_s
-        self._stop = threading.Event()
+        self.heartbeat = Heartbeat(client, component, every_s)
 
     def after_worker_boot(self, broker, worker):
-        threading.Thread(target=self._beat, name="berth-heartbeat", daemon=True).start()
+        self.heartbeat.ensure_started()
 
     def before_worker_shutdown(self, broker, worker):
-        self._stop.set()
-
-    def _beat(self):
-        member = f"{self.component}/{socket.gethostname()}:{os.getpid()}"
-        while not self._stop.is_set():
-            try:
-                self.client.hset(keys.HEARTBEATS, member, int(time.time() * 1000))
-            except redis.RedisError as ex:
-                log.warning("heartbeat failed: %s", ex)
-            self._stop.wait(self.every_s)
+        self.heartbeat.stop()
 
 
 def create_broker(settings: Settings, client: redis.Redis | None = None) -> RedisBroker:

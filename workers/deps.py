@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import redis
 
-from app.events import Publisher
+from app.events import Publisher, create_publisher
 from app.settings import Settings
 
 
@@ -18,6 +18,5 @@ class WorkerDeps:
 
 
 def create_deps(settings: Settings, client: redis.Redis) -> WorkerDeps:
-    publisher = Publisher(client, maxlen=settings.events_maxlen, batch=settings.publisher_batch,
-                          flush_ms=settings.publisher_flush_ms, buffer=settings.publisher_buffer)
+    publisher = create_publisher(settings, client)
     return WorkerDeps(settings=settings, redis=client, publisher=publisher)

@@ -36,5 +36,8 @@ def trim_streams(deps: WorkerDeps) -> dict[str, int]:
 
 
 def register(broker: dramatiq.Broker, deps: WorkerDeps) -> None:
-    dramatiq.actor(lambda: trim_streams(deps), broker=broker,
+    def run_trim_streams() -> None:  # an actor returning a value makes Dramatiq warn each run
+        trim_streams(deps)
+
+    dramatiq.actor(run_trim_streams, broker=broker,
                    actor_name=TRIM_STREAMS.actor_name, queue_name=TRIM_STREAMS.queue_name)

@@ -8,5 +8,5 @@ from app.stores.routes import RouteStore
 from app.stores.services import ServiceStore
 from app.stores.tokens import TokenStore
 
-__all__ = ["CertificateStore", "ChallengeStore", "PortStore", "Repository", "RouteStore", "ServiceStore",
-           "TokenStore"]
+__all__ = ["CertificateStore", "ChallengeStore", "PortStore", "Repository", "RouteStore",
+           "ServiceStore", "TokenStore"]

@@ -108,7 +108,7 @@ class Repository:
                         return new if new is not None else old
                     except redis.WatchError:
                         continue
-        except redis.ConnectionError as ex:
+        except (redis.ConnectionError, redis.TimeoutError) as ex:
             raise Unavailable(f"the store is unreachable: {ex}") from ex
 
     def _load(self, pipe, record_key: str):
@@ -160,5 +160,5 @@ class Repository:
     def _call(fn, *args):
         try:
             return fn(*args)
-        except redis.ConnectionError as ex:
+        except (redis.ConnectionError, redis.TimeoutError) as ex:
             raise Unavailable(f"the store is unreachable: {ex}") from ex

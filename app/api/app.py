@@ -1,0 +1,62 @@
+"""The management API's app factory: every dependency comes in as an argument."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import dramatiq
+import falcon
+import redis
+
+from app.api import errors
+from app.api.auth import AuthMiddleware
+from app.api.events import SSE_BLOCK_MS, SSE_PING_S, EventsResource, EventStreamResource
+from app.api.health import HealthResource
+from app.api.openapi import OpenApiResource
+from app.api.status import StatusResource, TrimStreamsJobResource
+from app.api.tokens import TokenResource, TokensResource
+from app.api.trace import TraceMiddleware
+from app.events import Publisher
+from app.heartbeat import Heartbeat
+from app.settings import Settings
+from app.stores.tokens import TokenStore
+
+
+class _StartHeartbeat:
+    """Makes sure this process's heartbeat runs (cheap pid check; starts it after a fork)."""
+
+    def __init__(self, heartbeat: Heartbeat):
+        self.heartbeat = heartbeat
+
+    def process_request(self, req, resp) -> None:
+        self.heartbeat.ensure_started()
+
+
+def create_api(settings: Settings, redis_client: redis.Redis, broker: dramatiq.Broker,
+               publisher: Publisher | None = None, clock: Callable[[], float] = time.time, *,
+               heartbeat: Heartbeat | None = None, sse_ping_s: float = SSE_PING_S,
+               sse_block_ms: int = SSE_BLOCK_MS) -> falcon.App:
+    """The WSGI app. `broker` only enqueues (it is not made Dramatiq's global broker);
+    `publisher` receives token lifecycle events (none when None); `heartbeat`, when given,
+    is started lazily in each serving process."""
+    tokens = TokenStore(redis_client)
+    middleware: list = [TraceMiddleware()]
+    if heartbeat is not None:
+        middleware.append(_StartHeartbeat(heartbeat))
+    middleware.append(AuthMiddleware(tokens))
+    app = falcon.App(middleware=middleware)
+    app.req_options.strip_url_path_trailing_slash = True
+    errors.install(app)
+
+    app.add_route("/healthz", HealthResource(redis_client))
+    app.add_route("/openapi.json", OpenApiResource())
+    app.add_route("/api/v1/tokens", TokensResource(tokens, publisher))
+    app.add_route("/api/v1/tokens/{token_id}", TokenResource(tokens, publisher))
+    app.add_route("/api/v1/orchestrator/status",
+                  StatusResource(settings, redis_client, broker, clock))
+    app.add_route("/api/v1/orchestrator/jobs/trim-streams", TrimStreamsJobResource(broker))
+    app.add_route("/api/v1/events", EventsResource(redis_client))
+    app.add_route("/api/v1/events/stream",
+                  EventStreamResource(redis_client, ping_s=sse_ping_s, block_ms=sse_block_ms))
+    return app

@@ -1,0 +1,104 @@
+"""/api/v1/routes: the proxy's routes (create, list, show, update, delete).
+
+A change is visible to every proxy worker within moments: the store bumps the route table
+version and announces it on pub/sub (see proxy/route_cache.py). User tokens see and change
+their own routes only; others' are 404. Updates and deletes are checked against `version`,
+so two editors cannot silently overwrite each other (409 on a stale version).
+
+    POST   /api/v1/routes               {"host", "targets", ...}          -> 201 the route
+    GET    /api/v1/routes               list
+    GET    /api/v1/routes/{route_id}    one
+    PATCH  /api/v1/routes/{route_id}    {"version": n, <changed fields>}  -> the route
+    DELETE /api/v1/routes/{route_id}    ?version=n (optional)             -> 204
+
+Basic-auth password hashes are never shown: a route's `auth.users` lists the user names.
+Events on `events:route:stream`: route_created, route_updated, route_deleted.
+"""
+
+from __future__ import annotations
+
+import falcon
+
+from app.api.auth import caller, visible_owner
+from app.api.params import int_param, json_body, query, record_id
+from app.errors import ValidationError
+from app.events import Publisher
+from app.models import Route, check_int
+from app.stores.routes import RouteStore
+
+SOURCE = "api"
+MAX_VERSION = 1 << 53
+
+
+def view(route: Route) -> dict:
+    shown = route.public()
+    if route.auth.get("type") == "basic":
+        shown["auth"] = {"type": "basic", "users": sorted(route.auth.get("users", {}))}
+    return shown
+
+
+def _summary(route: Route, by: str) -> dict:
+    """Event data: what changed, never credentials (auth is reduced to its type)."""
+    return {"host": route.host, "path_prefix": route.path_prefix, "targets": list(route.targets),
+            "owner": route.owner, "version": route.version,
+            "auth": route.auth.get("type", "none"), "by": by}
+
+
+class _Routes:
+    def __init__(self, store: RouteStore, publisher: Publisher | None = None):
+        self.store = store
+        self.publisher = publisher
+
+    def _emit(self, kind: str, route: Route, req: falcon.Request) -> None:
+        if self.publisher is not None:
+            self.publisher.emit("route", kind, SOURCE, route.id, _summary(route, caller(req).id))
+
+    def _find(self, req: falcon.Request, route_id: str) -> Route:
+        """The route if the caller may see it; NotFound (404) otherwise."""
+        return self.store.get(record_id(route_id, "route_id"), owner=visible_owner(req))
+
+
+class RoutesResource(_Routes):
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        query(req)
+        resp.media = {"items": [view(r) for r in self.store.list(owner=visible_owner(req))]}
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        query(req)
+        payload = json_body(req)
+        if isinstance(payload, dict) and "version" in payload:
+            raise ValidationError("version is set by the server", field="version")
+        route = self.store.create(RouteStore.new(caller(req).owner, Route.clean(payload)))
+        self._emit("route_created", route, req)
+        resp.status = falcon.HTTP_201
+        resp.location = f"/api/v1/routes/{route.id}"
+        resp.media = view(route)
+
+
+class RouteResource(_Routes):
+    def on_get(self, req: falcon.Request, resp: falcon.Response, route_id: str) -> None:
+        query(req)
+        resp.media = view(self._find(req, route_id))
+
+    def on_patch(self, req: falcon.Request, resp: falcon.Response, route_id: str) -> None:
+        query(req)
+        payload = json_body(req)
+        if not isinstance(payload, dict) or "version" not in payload:
+            raise ValidationError("version is required: the version of the route you changed",
+                                  field="version")
+        version = check_int(payload["version"], "version", 1, MAX_VERSION)
+        changes = Route.clean(payload, partial=True)
+        if not changes:
+            raise ValidationError("nothing to change: send the fields to update")
+        route = self._find(req, route_id)
+        updated = self.store.update(route.replace(**changes), expected_version=version)
+        self._emit("route_updated", updated, req)
+        resp.media = view(updated)
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, route_id: str) -> None:
+        params = query(req, ("version",))
+        version = int_param(params, "version", 1, MAX_VERSION, 0) or None
+        route = self._find(req, route_id)
+        deleted = self.store.delete(route.id, expected_version=version)
+        self._emit("route_deleted", deleted, req)
+        resp.status = falcon.HTTP_204

@@ -1,0 +1,107 @@
+"""Component heartbeats: each long-running process records "I am alive" in one Redis hash.
+
+Hash `app.redis.HEARTBEATS`: field "component/instance" -> last beat in ms since the epoch,
+where instance is "<hostname>:<pid>". A process removes its own field when it stops cleanly;
+a crashed one stays and is reported not alive once its beat is older than the stale limit.
+
+The beating thread (a greenlet under gevent) starts on `ensure_started()`, which is cheap and
+fork-aware: call it after fork (gunicorn `post_worker_init`, dramatiq `after_worker_boot`) or
+on every request; it opens no connection before then.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+
+import redis
+
+from app import redis as keys
+
+log = logging.getLogger(__name__)
+
+
+def instance_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class Heartbeat:
+    def __init__(self, client: redis.Redis, component: str, every_s: float = 5.0):
+        self.client = client
+        self.component = component
+        self.every_s = every_s
+        self._pid: int | None = None
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def member(self) -> str:
+        return f"{self.component}/{instance_name()}"
+
+    def ensure_started(self) -> None:
+        """Start beating in this process unless already started here (safe after fork)."""
+        pid = os.getpid()
+        if self._pid == pid:
+            return
+        with self._lock:
+            if self._pid == pid:
+                return
+            self._pid = pid
+            self._stop = threading.Event()
+            self._thread = threading.Thread(target=self._run, args=(self._stop,),
+                                            name=f"berth-heartbeat-{self.component}",
+                                            daemon=True)
+            self._thread.start()
+
+    def beat(self) -> None:
+        self.client.hset(keys.HEARTBEATS, self.member, int(time.time() * 1000))
+
+    def stop(self) -> None:
+        """Stop beating and remove this process from the hash (best effort)."""
+        self._stop.set()
+        if self._pid != os.getpid():
+            return
+        self._pid = None
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=2.0)  # so no beat lands after the removal
+        try:
+            self.client.hdel(keys.HEARTBEATS, self.member)
+        except redis.RedisError as ex:
+            log.warning("could not remove heartbeat %s: %s", self.member, ex)
+
+    def _run(self, stop: threading.Event) -> None:
+        failing = False
+        while not stop.is_set():
+            try:
+                self.beat()
+                if failing:
+                    log.info("heartbeat of %s restored", self.member)
+                failing = False
+            except redis.RedisError as ex:
+                if not failing:
+                    log.warning("heartbeat of %s failed: %s", self.member, ex)
+                failing = True
+            stop.wait(self.every_s)
+
+
+def read_heartbeats(client: redis.Redis, now_s: float, stale_s: float) -> list[dict]:
+    """Every recorded component, sorted, with its age and whether it counts as alive."""
+    raw = client.hgetall(keys.HEARTBEATS)
+    components = []
+    for member, value in raw.items():
+        member = member.decode() if isinstance(member, bytes) else member
+        component, _, instance = member.partition("/")
+        try:
+            last_seen_ms = int(value)
+        except (TypeError, ValueError):
+            continue
+        age_s = round(max(0.0, now_s - last_seen_ms / 1000), 3)
+        components.append({"component": component, "instance": instance,
+                           "last_seen_ms": last_seen_ms, "age_s": age_s,
+                           "alive": age_s < stale_s})
+    components.sort(key=lambda c: (c["component"], c["instance"]))
+    return components

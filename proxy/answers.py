@@ -1,0 +1,35 @@
+"""Answers the proxy gives itself (errors, redirects): short JSON naming no internals."""
+
+from __future__ import annotations
+
+import json
+
+import falcon
+
+from proxy.events import Exchange
+
+TITLES = {
+    308: "Permanent Redirect", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+    404: "Not Found", 405: "Method Not Allowed", 413: "Content Too Large",
+    500: "Internal Server Error", 501: "Not Implemented", 502: "Bad Gateway",
+    503: "Service Unavailable", 504: "Gateway Timeout",
+}
+
+
+def answer(resp: falcon.Response, ex: Exchange, status: int, description: str, *,
+           reason: str = "", failed: bool = False,
+           headers: dict[str, str] | None = None) -> None:
+    """Set `resp` to a JSON error body with the trace id. `reason` becomes the event's
+    error; `failed` makes it a proxy_request_failed event (see proxy/events.py)."""
+    ex.status = status
+    if reason:
+        ex.error = ex.error or reason
+    ex.failed = ex.failed or failed
+    resp.status = status
+    resp.content_type = "application/json"
+    resp.data = json.dumps({"title": TITLES.get(status, "Error"), "description": description,
+                            "trace_id": ex.trace_id}).encode()
+    resp.set_header("X-Trace-Id", ex.trace_id)
+    resp.set_header("Cache-Control", "no-store")
+    for name, value in (headers or {}).items():
+        resp.set_header(name, value)

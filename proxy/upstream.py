@@ -1,0 +1,555 @@
+"""The upstream side: a hand-written HTTP/1.1 client over (gevent) sockets.
+
+One `UpstreamPool` per worker keeps idle keep-alive connections per (host, port, tls), LIFO,
+and remembers which targets recently refused connections (passive health). `Upstream.send`
+picks a route's targets round-robin, skipping those marked down, writes the request head and
+streams the client's body, then reads the response head; the body is read by iterating the
+returned `UpstreamResponse`, so nothing is ever buffered whole.
+
+Retries: a target that fails to connect is marked down; the request moves to the next target
+only when the method is idempotent (nothing was sent). A pooled connection that turns out to
+be closed before any response byte is replaced by a fresh one to the same target, once, when
+the method is idempotent and the body is small enough to have been kept for a replay.
+
+    UpstreamError (BerthError)        .status, .code for the client answer and the event
+    ├── ConnectFailed          502/504  refused, unreachable or timed out while connecting
+    ├── UpstreamTimeout        504      no response bytes within the read timeout
+    ├── UpstreamClosed         502      the connection closed or reset mid-exchange
+    └── UpstreamProtocolError  502      a response we will not relay (bad framing, garbage)
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from gevent import monkey
+from gunicorn.http.errors import ParseException
+
+from app.errors import BerthError
+from proxy.routing import RouteEntry, Target
+
+CHUNK = 64 * 1024
+MAX_LINE = 64 * 1024
+MAX_HEADERS = 200
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+_NO_BODY_STATUS = frozenset({204, 304})
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+# A zero-timeout poll never blocks, so the unpatched call skips a trip through the hub.
+_select = monkey.get_original("select", "select")
+
+
+class UpstreamError(BerthError):
+    status = 502
+    code = "upstream_error"
+
+    def __init__(self, description: str, *, received: bool = False):
+        super().__init__(description)
+        self.received = received  # whether any response byte had arrived
+        self.target = ""  # the target's URL, once known
+
+
+class ConnectFailed(UpstreamError):
+    code = "upstream_connect_failed"
+
+
+class ConnectTimeout(ConnectFailed):
+    status = 504
+    code = "upstream_connect_timeout"
+
+
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+
+
+class UpstreamClosed(UpstreamError):
+    code = "upstream_closed"
+
+
+class UpstreamProtocolError(UpstreamError):
+    code = "upstream_protocol_error"
+
+
+class ClientBodyError(BerthError):
+    """The client stopped sending its request body (timeout, disconnect, bad chunking)."""
+
+    code = "client_body_incomplete"
+
+
+class BodyTooLarge(BerthError):
+    code = "body_too_large"
+
+
+class RequestBody:
+    """The client's request body: read once, in pieces, under the route's size limit.
+
+    A body with a known length of at most CHUNK bytes is read before connecting, so it goes
+    out with the head in one write and can be replayed on a fresh connection.
+    """
+
+    __slots__ = ("stream", "length", "chunked", "limit", "received", "kept")
+
+    def __init__(self, stream, length: int | None, chunked: bool, limit: int = 0):
+        self.stream = stream
+        self.length = length
+        self.chunked = chunked
+        self.limit = limit
+        self.received = 0
+        self.kept: bytes | None = None
+        if limit and length is not None and length > limit:
+            raise BodyTooLarge(f"the body is larger than {limit} bytes")
+
+    @property
+    def empty(self) -> bool:
+        return not self.chunked and not self.length
+
+    @property
+    def replayable(self) -> bool:
+        return self.empty or self.kept is not None
+
+    def preload(self) -> None:
+        if self.length and self.length <= CHUNK:
+            self.kept = self._read(self.length)
+            if len(self.kept) < self.length:
+                raise ClientBodyError("the client sent less than its Content-Length")
+
+    def _read(self, size: int) -> bytes:
+        try:
+            data = self.stream.read(size)
+        except (OSError, ValueError, ParseException) as ex:  # timeout, reset, bad chunking
+            raise ClientBodyError(f"reading the request body failed: {ex}") from ex
+        self.received += len(data)
+        if self.limit and self.received > self.limit:
+            raise BodyTooLarge(f"the body is larger than {self.limit} bytes")
+        return data
+
+    def pieces(self) -> Iterator[bytes]:
+        """The body as it arrives from the client (what was preloaded, if anything)."""
+        if self.kept is not None:
+            yield self.kept
+            return
+        remaining = self.length if not self.chunked else None
+        while remaining is None or remaining > 0:
+            data = self._read(CHUNK if remaining is None else min(CHUNK, remaining))
+            if not data:
+                if remaining:
+                    raise ClientBodyError("the client sent less than its Content-Length")
+                return
+            if remaining is not None:
+                remaining -= len(data)
+            yield data
+
+
+class Connection:
+    __slots__ = ("sock", "rfile", "target", "idle_since", "reused")
+
+    def __init__(self, sock: socket.socket, target: Target):
+        self.sock = sock
+        self.rfile = sock.makefile("rb", buffering=CHUNK)
+        self.target = target
+        self.idle_since = 0.0
+        self.reused = False
+
+    def close(self) -> None:
+        try:
+            self.rfile.close()
+            self.sock.close()
+        except OSError:
+            pass
+
+    def still_open(self) -> bool:
+        """False when the peer closed (or sent something unasked, such as a TLS alert) while
+        the connection was idle: readable then means EOF or junk, never a response."""
+        try:
+            readable, _, _ = _select([self.sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
+
+
+class UpstreamPool:
+    """Per-worker keep-alive connections and target health; never shared across processes."""
+
+    def __init__(self, *, connect_timeout: float = 5.0, read_timeout: float = 60.0,
+                 idle_s: float = 30.0, max_idle: int = 64, down_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 tls_context: ssl.SSLContext | None = None):
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self.idle_s = idle_s
+        self.max_idle = max_idle
+        self.down_s = down_s
+        self.clock = clock
+        self._tls_context = tls_context
+        self._idle: dict[tuple, deque[Connection]] = {}
+        self._down_until: dict[tuple, float] = {}
+        self.connects = 0  # fresh connections opened (for tests and diagnostics)
+
+    # -- health ----------------------------------------------------------------------
+
+    def is_down(self, target: Target) -> bool:
+        until = self._down_until.get(target.key)
+        return until is not None and until > self.clock()
+
+    def mark_down(self, target: Target) -> None:
+        if self.down_s > 0:
+            self._down_until[target.key] = self.clock() + self.down_s
+
+    def plan(self, entry: RouteEntry) -> list[Target]:
+        """The route's targets in the order to try them: round-robin from this request's
+        turn, healthy ones first, then the down ones, soonest back first."""
+        targets = entry.targets
+        if len(targets) == 1:
+            return list(targets)
+        start = next(entry.turn) % len(targets)
+        rotated = targets[start:] + targets[:start]
+        healthy = [t for t in rotated if not self.is_down(t)]
+        if len(healthy) == len(rotated):
+            return healthy
+        down = sorted((t for t in rotated if self.is_down(t)),
+                      key=lambda t: self._down_until.get(t.key, 0.0))
+        return healthy + down
+
+    # -- connections -----------------------------------------------------------------
+
+    def acquire(self, target: Target) -> Connection:
+        """An idle pooled connection to `target` that is still open, or a new one."""
+        idle = self._idle.get(target.key)
+        now = self.clock()
+        while idle:
+            conn = idle.pop()
+            if now - conn.idle_since <= self.idle_s and conn.still_open():
+                conn.reused = True
+                return conn
+            conn.close()
+        return self.connect(target)
+
+    def connect(self, target: Target) -> Connection:
+        try:
+            sock = socket.create_connection((target.host, target.port),
+                                            timeout=self.connect_timeout)
+        except TimeoutError as ex:
+            self.mark_down(target)
+            raise ConnectTimeout(f"connecting to {target.url} timed out") from ex
+        except OSError as ex:
+            self.mark_down(target)
+            raise ConnectFailed(f"cannot connect to {target.url}: {ex.strerror or ex}") from ex
+        self._down_until.pop(target.key, None)
+        self.connects += 1
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if target.tls:
+            try:
+                sock = self._context().wrap_socket(sock, server_hostname=target.host)
+            except (OSError, ssl.SSLError) as ex:
+                sock.close()
+                raise ConnectFailed(f"TLS with {target.url} failed: {ex}") from ex
+        sock.settimeout(self.read_timeout)
+        return Connection(sock, target)
+
+    def release(self, conn: Connection) -> None:
+        """Back into the pool for the next request to the same upstream."""
+        idle = self._idle.setdefault(conn.target.key, deque())
+        now = self.clock()
+        while idle and now - idle[0].idle_since > self.idle_s:  # drop the stale, oldest first
+            idle.popleft().close()
+        if len(idle) >= self.max_idle:
+            conn.close()
+            return
+        conn.idle_since = now
+        idle.append(conn)
+
+    def close(self) -> None:
+        for idle in self._idle.values():
+            while idle:
+                idle.pop().close()
+
+    def _context(self) -> ssl.SSLContext:
+        if self._tls_context is None:
+            self._tls_context = ssl.create_default_context()
+        return self._tls_context
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    status: int
+    reason: str
+    headers: list[tuple[str, str]]
+    length: int | None  # None: chunked or until close
+    chunked: bool
+    keep_alive: bool
+
+
+class UpstreamResponse:
+    """A response whose head has been read; iterate it for the body, exactly once."""
+
+    def __init__(self, pool: UpstreamPool, conn: Connection, head: ResponseHead):
+        self.pool = pool
+        self.conn = conn
+        self.head = head
+        self.target = conn.target
+        self.received = 0
+        self._done = head.length == 0 and not head.chunked
+        self._open = True
+
+    @property
+    def status(self) -> int:
+        return self.head.status
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            if self.head.chunked:
+                yield from self._chunked()
+            elif self.head.length is not None:
+                yield from self._sized(self.head.length)
+            else:
+                yield from self._until_close()
+            self._done = True
+        except TimeoutError as ex:
+            raise UpstreamTimeout("the upstream stopped sending its response",
+                                  received=True) from ex
+        except (OSError, ValueError) as ex:
+            raise UpstreamClosed(f"the upstream connection failed: {ex}", received=True) from ex
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Return the connection to the pool if the body was read to its end, else drop it."""
+        if not self._open:
+            return
+        self._open = False
+        if self._done and self.head.keep_alive:
+            self.pool.release(self.conn)
+        else:
+            self.conn.close()
+
+    def _sized(self, remaining: int) -> Iterator[bytes]:
+        read1 = self.conn.rfile.read1
+        while remaining > 0:
+            data = read1(min(remaining, CHUNK))
+            if not data:
+                raise UpstreamClosed("the upstream closed before the end of its response",
+                                     received=True)
+            remaining -= len(data)
+            self.received += len(data)
+            yield data
+
+    def _chunked(self) -> Iterator[bytes]:
+        rfile = self.conn.rfile
+        while True:
+            line = rfile.readline(MAX_LINE)
+            if not line.endswith(b"\n"):
+                raise UpstreamProtocolError("truncated chunk size line", received=True)
+            size_text = line.split(b";", 1)[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                raise UpstreamProtocolError("invalid chunk size", received=True) from None
+            if size_text.startswith((b"-", b"+", b"0x", b"0X")) or size < 0:
+                raise UpstreamProtocolError("invalid chunk size", received=True)
+            if size == 0:
+                break
+            yield from self._sized(size)
+            if rfile.readline(MAX_LINE) not in (b"\r\n", b"\n"):
+                raise UpstreamProtocolError("chunk without its line end", received=True)
+        while True:  # trailers are dropped
+            line = rfile.readline(MAX_LINE)
+            if line in (b"\r\n", b"\n"):
+                return
+            if not line.endswith(b"\n"):
+                raise UpstreamClosed("truncated chunked trailer", received=True)
+
+    def _until_close(self) -> Iterator[bytes]:
+        read1 = self.conn.rfile.read1
+        while data := read1(CHUNK):
+            self.received += len(data)
+            yield data
+
+
+def request_head(method: str, path: str, host: str, headers: list[tuple[str, str]],
+                 body: RequestBody) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n"]
+    lines.extend(f"{name}: {value}\r\n" for name, value in headers)
+    if body.chunked:
+        lines.append("Transfer-Encoding: chunked\r\n")
+    elif body.length or method in ("POST", "PUT", "PATCH"):
+        lines.append(f"Content-Length: {body.length or 0}\r\n")
+    lines.append("\r\n")
+    return "".join(lines).encode("latin-1")
+
+
+def read_head(rfile, method: str) -> ResponseHead:
+    """Parse a response head, skipping interim 1xx responses other than 101."""
+    while True:
+        lines = _head_lines(rfile)
+        version, _, rest = lines[0].partition(b" ")
+        status_text, _, reason = rest.partition(b" ")
+        if version not in (b"HTTP/1.1", b"HTTP/1.0") or len(status_text) != 3 \
+                or not status_text.isdigit():
+            raise UpstreamProtocolError("the upstream did not answer with HTTP/1.x",
+                                        received=True)
+        status = int(status_text)
+        if 100 <= status < 200 and status != 101:
+            continue
+        return _frame(status, reason.decode("latin-1"), _fields(lines), method,
+                      http11=version == b"HTTP/1.1")
+
+
+def _head_lines(rfile) -> list[bytes]:
+    """The lines of one response head, without their line ends."""
+    buffered = rfile.peek(MAX_LINE)  # what one read brought: usually the whole head
+    if not buffered:
+        raise UpstreamClosed("the upstream closed without responding")
+    end = buffered.find(b"\r\n\r\n")
+    if end >= 0:
+        return rfile.read(end + 4)[:-4].split(b"\r\n")
+    lines = []  # a head spread over several reads, or with bare LF line ends
+    while True:
+        line = rfile.readline(MAX_LINE)
+        if line in (b"\r\n", b"\n"):
+            return lines
+        if not line.endswith(b"\n") or len(lines) > MAX_HEADERS:
+            raise UpstreamProtocolError("truncated or oversized response head", received=True)
+        lines.append(line.rstrip(b"\r\n"))
+
+
+def _fields(lines: list[bytes]) -> list[tuple[str, str]]:
+    if len(lines) > MAX_HEADERS + 1:
+        raise UpstreamProtocolError("too many response headers", received=True)
+    headers = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or not name or name != name.strip() or b" " in name:
+            raise UpstreamProtocolError("malformed response header", received=True)
+        value = value.strip(b" \t")
+        if _CONTROL.search(value):
+            continue  # a control character cannot be relayed safely; drop the field
+        headers.append((name.decode("latin-1"), value.decode("latin-1")))
+    return headers
+
+
+def _frame(status: int, reason: str, headers: list[tuple[str, str]], method: str,
+           http11: bool) -> ResponseHead:
+    lengths = set()
+    codings: list[str] = []
+    connection = ""
+    for name, value in headers:
+        lower = name.lower()
+        if lower == "content-length":
+            lengths.update(v.strip() for v in value.split(","))
+        elif lower == "transfer-encoding":
+            codings += [c.strip().lower() for c in value.split(",") if c.strip()]
+        elif lower == "connection":
+            connection += "," + value.lower()
+    keep_alive = ("close" not in connection) if http11 else ("keep-alive" in connection)
+    if status == 101:  # the connection now belongs to the upgraded protocol
+        return ResponseHead(status, reason, headers, 0, False, False)
+    if method == "HEAD" or status in _NO_BODY_STATUS or status < 200:
+        return ResponseHead(status, reason, headers, 0, False, keep_alive)
+    if codings:
+        if lengths:  # RFC 9112 6.3: a proxy must not relay both; a smuggling vector
+            raise UpstreamProtocolError("response with both Content-Length and "
+                                        "Transfer-Encoding", received=True)
+        if codings != ["chunked"]:  # a transfer coding we would have to undo (gzip, ...)
+            raise UpstreamProtocolError(f"unsupported Transfer-Encoding {codings}",
+                                        received=True)
+        return ResponseHead(status, reason, headers, None, True, keep_alive)
+    if lengths:
+        if len(lengths) != 1 or not next(iter(lengths)).isdigit():
+            raise UpstreamProtocolError("invalid or conflicting Content-Length",
+                                        received=True)
+        return ResponseHead(status, reason, headers, int(lengths.pop()), False, keep_alive)
+    return ResponseHead(status, reason, headers, None, False, False)
+
+
+class Upstream:
+    """Sends one client request to one of a route's targets; see the module docstring."""
+
+    def __init__(self, pool: UpstreamPool):
+        self.pool = pool
+
+    def send(self, entry: RouteEntry, method: str, path: str, headers: list[tuple[str, str]],
+             body: RequestBody, *, host: str | None = None,
+             fresh: bool = False) -> UpstreamResponse:
+        """The response head from the first target that answers; raises UpstreamError.
+
+        `path` is below the target's base path; `host` is the Host header to send (default:
+        the target's own); `fresh` skips the pool (for upgrades, never pooled).
+        """
+        body.preload()
+        retry_ok = method in IDEMPOTENT
+        plan = self.pool.plan(entry)
+        for attempt, target in enumerate(plan, start=1):
+            head = request_head(method, target.base_path + path, host or target.host_header,
+                                headers, body)
+            try:
+                try:
+                    conn = self.pool.connect(target) if fresh else self.pool.acquire(target)
+                except ConnectFailed:
+                    if retry_ok and attempt < len(plan):
+                        continue
+                    raise
+                try:
+                    return self._exchange(conn, head, body, method)
+                except UpstreamClosed as ex:  # a timeout is no sign of a stale connection
+                    if not (conn.reused and not ex.received and retry_ok and body.replayable):
+                        raise
+                # The pooled connection had been closed by the upstream: once more, fresh.
+                return self._exchange(self.pool.connect(target), head, body, method)
+            except UpstreamError as ex:
+                ex.target = target.url
+                raise
+        raise AssertionError("a route has at least one target")  # pragma: no cover
+
+    def _exchange(self, conn: Connection, head: bytes, body: RequestBody,
+                  method: str) -> UpstreamResponse:
+        """Send the request on `conn` and read the response head; `conn` is closed on error."""
+        try:
+            return UpstreamResponse(self.pool, conn, self._roundtrip(conn, head, body, method))
+        except BaseException:
+            conn.close()
+            raise
+
+    def _roundtrip(self, conn: Connection, head: bytes, body: RequestBody,
+                   method: str) -> ResponseHead:
+        try:
+            self._write(conn, head, body)
+        except TimeoutError as ex:
+            raise UpstreamTimeout(f"{conn.target.url} stopped reading the request") from ex
+        except OSError as ex:
+            # The upstream may have answered early (e.g. 413) and closed; relay that answer.
+            try:
+                early = read_head(conn.rfile, method)
+            except (UpstreamError, OSError, ValueError):
+                raise UpstreamClosed(f"sending to {conn.target.url} failed: {ex}") from ex
+            early.keep_alive = False
+            return early
+        try:
+            return read_head(conn.rfile, method)
+        except TimeoutError as ex:
+            raise UpstreamTimeout(f"{conn.target.url} did not answer in time") from ex
+        except (OSError, ValueError) as ex:
+            raise UpstreamClosed(f"reading from {conn.target.url} failed: {ex}") from ex
+
+    @staticmethod
+    def _write(conn: Connection, head: bytes, body: RequestBody) -> None:
+        sendall = conn.sock.sendall
+        if body.empty:
+            sendall(head)
+        elif body.kept is not None:
+            sendall(head + body.kept)
+        elif body.chunked:
+            sendall(head)
+            for piece in body.pieces():
+                sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+            sendall(b"0\r\n\r\n")
+        else:
+            sendall(head)
+            for piece in body.pieces():
+                sendall(piece)
+

@@ -1,0 +1,158 @@
+"""The scheduler process: APScheduler 3.x triggering time-driven jobs on one leader.
+
+Every replica runs the same APScheduler with the same jobs; a job body runs only on the
+leader. Leadership is a Redis key set with NX and an expiry (`scheduler_lock_ttl_s`) holding
+the leader's instance id; every replica tries to take or extend it every third of that, so a
+dead leader is replaced within one expiry. On becoming leader a replica runs every job at once
+(the start-up run), then on each job's interval. Each run has its own trace id, carried by the
+messages it enqueues and the events it publishes.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+
+import dramatiq
+import redis
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from app import redis as keys
+from app.events import Publisher
+from app.heartbeat import Heartbeat, instance_name
+from app.settings import Settings
+from app.tracing import trace_context
+from scheduler.jobs import SchedulerJobs
+
+log = logging.getLogger(__name__)
+
+# Take the key when free, or extend it when it is ours: 1 when we lead afterwards.
+_LEAD = """
+local holder = redis.call('GET', KEYS[1])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if not holder then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+_RESIGN = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+class Leadership:
+    def __init__(self, client: redis.Redis, ttl_s: float, instance: str | None = None):
+        self.client = client
+        self.ttl_ms = int(ttl_s * 1000)
+        self.instance = instance or f"{instance_name()}:{secrets.token_hex(4)}"
+        self._lead = client.register_script(_LEAD)
+        self._resign = client.register_script(_RESIGN)
+
+    def try_lead(self) -> bool:
+        return bool(self._lead(keys=[keys.scheduler_leader()], args=[self.instance, self.ttl_ms]))
+
+    def resign(self) -> None:
+        self._resign(keys=[keys.scheduler_leader()], args=[self.instance])
+
+
+class Scheduler:
+    """APScheduler plus leadership; `start()` returns at once (a background scheduler)."""
+
+    def __init__(self, settings: Settings, jobs: SchedulerJobs, leadership: Leadership,
+                 heartbeat: Heartbeat | None = None):
+        self.settings = settings
+        self.jobs = jobs
+        self.leadership = leadership
+        self.heartbeat = heartbeat
+        self.is_leader = False
+        self.became_leader = threading.Event()
+        self.runs: dict[str, int] = {}
+        self.aps = BackgroundScheduler(timezone=datetime.UTC, job_defaults={
+            "coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
+        self._leader_jobs = {
+            "renewal_scan": (jobs.renewal_scan, settings.renewal_scan_s),
+            "expiry_warnings": (jobs.expiry_warnings, settings.renewal_scan_s),
+            "trim_streams": (jobs.trim_streams, settings.trim_interval_s),
+        }
+
+    def start(self) -> None:
+        now = datetime.datetime.now(datetime.UTC)
+        for name, (fn, interval_s) in self._leader_jobs.items():
+            # Scheduled on every replica; the body only runs on the leader.
+            self.aps.add_job(self._as_leader(name, fn), "interval", seconds=interval_s,
+                             id=name, name=name)
+        self.aps.add_job(self._elect, "interval",
+                         seconds=max(1, self.settings.scheduler_lock_ttl_s / 3),
+                         id="leadership", name="leadership", next_run_time=now)
+        if self.heartbeat is not None:
+            self.heartbeat.ensure_started()
+        self.aps.start()
+
+    def shutdown(self) -> None:
+        """Stop triggering, hand leadership over at once, stop the heartbeat (idempotent)."""
+        if not self.aps.running:
+            return
+        self.aps.shutdown(wait=True)
+        if self.is_leader:
+            try:
+                self.leadership.resign()
+            except redis.RedisError as ex:
+                log.warning("could not resign leadership: %s", ex)
+        self.is_leader = False
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+
+    def _elect(self) -> None:
+        try:
+            leading = self.leadership.try_lead()
+        except redis.RedisError as ex:
+            log.warning("leader election: Redis unreachable (%s); not leading", ex)
+            leading = False
+        if leading and not self.is_leader:
+            log.info("scheduler %s is the leader; running every job now",
+                     self.leadership.instance)
+            self.is_leader = True
+            now = datetime.datetime.now(datetime.UTC)
+            for name in self._leader_jobs:
+                self.aps.modify_job(name, next_run_time=now)
+            self.became_leader.set()
+        elif not leading and self.is_leader:
+            log.warning("scheduler %s lost leadership", self.leadership.instance)
+            self.is_leader = False
+            self.became_leader.clear()
+
+    def _as_leader(self, name: str, fn: Callable) -> Callable[[], None]:
+        def run() -> None:
+            if not self.is_leader:
+                return
+            with trace_context(None):
+                try:
+                    fn()
+                except redis.RedisError as ex:
+                    log.warning("scheduler job %s: Redis unreachable (%s)", name, ex)
+                except Exception:
+                    log.exception("scheduler job %s failed", name)
+            self.runs[name] = self.runs.get(name, 0) + 1
+
+        return run
+
+
+def create_scheduler(settings: Settings, client: redis.Redis, broker: dramatiq.Broker,
+                     publisher: Publisher, clock: Callable[[], float] = time.time, *,
+                     heartbeat: bool = True) -> Scheduler:
+    """The scheduler, not started. `broker` only enqueues; `clock` decides what is due."""
+    jobs = SchedulerJobs(settings, client, broker, publisher, clock)
+    leadership = Leadership(client, settings.scheduler_lock_ttl_s)
+    beat = Heartbeat(client, "scheduler") if heartbeat else None
+    return Scheduler(settings, jobs, leadership, beat)

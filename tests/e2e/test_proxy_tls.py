@@ -1,0 +1,162 @@
+"""The real proxy-tls process: a certificate per name (SNI) from the store, swapped on
+renewal while connections stay open, a default for unknown names, HSTS, WebSocket over TLS."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import ssl
+
+import pytest
+import websocket
+from cryptography import x509
+
+from app.stores import CertificateStore
+from app.tracing import new_trace_id
+from harness.procs import wait_until
+from harness.proxy import ProxyProcess
+from tests.e2e.conftest import PROXY_ENV, request_events
+from tests.e2e.pki import LocalCA
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def ca():
+    return LocalCA()
+
+
+@pytest.fixture(scope="module")
+def tls_proxy(redis_server, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("proxy-tls")
+    process = ProxyProcess(workdir, redis_server.url,
+                           {**PROXY_ENV, "BERTH_TLS_DIR": str(workdir / "tls")},
+                           config="proxy/gunicorn_tls.py", module="proxy.wsgi_tls:app",
+                           port_variable="BERTH_HTTPS_PORT")
+    process.start()
+    yield process
+    process.stop()
+
+
+def client_context(ca: LocalCA) -> ssl.SSLContext:
+    context = ssl.create_default_context(cadata=ca.pem)
+    return context
+
+
+def connect(proxy: ProxyProcess, name: str, context: ssl.SSLContext) -> ssl.SSLSocket:
+    raw = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
+    return context.wrap_socket(raw, server_hostname=name)
+
+
+def peer_certificate(sock: ssl.SSLSocket) -> x509.Certificate:
+    return x509.load_der_x509_certificate(sock.getpeercert(binary_form=True))
+
+
+def https(proxy, name, ca, path="/echo", headers=None):
+    conn = http.client.HTTPSConnection("127.0.0.1", proxy.port, timeout=5,
+                                       context=client_context(ca))
+    conn._tunnel_host = None
+    conn.sock = connect(proxy, name, client_context(ca))
+    conn.request("GET", path, headers={"Host": name, **(headers or {})})
+    resp = conn.getresponse()
+    body = resp.read()
+    common_name = peer_certificate(conn.sock).subject.rfc4514_string()
+    conn.close()
+    return resp.status, resp.headers, body, common_name
+
+
+def served_name(proxy, name, ca) -> str:
+    with connect(proxy, name, client_context(ca)) as sock:
+        return peer_certificate(sock).subject.rfc4514_string()
+
+
+def test_certificates_chosen_by_name_exact_then_wildcard(tls_proxy, routes, backend,
+                                                         redis_client, ca):
+    certs = CertificateStore(redis_client)
+    certs.create(ca.record("site", ("site.test",)))
+    certs.create(ca.record("wild", ("*.wild.test",)))
+    routes.add("site.test", [backend.url], hsts=True)
+    routes.add("*.wild.test", [backend.url])
+    wait_until(lambda: served_name(tls_proxy, "site.test", ca) == "CN=site.test",
+               what="the site certificate")
+
+    trace = new_trace_id()
+    status, headers, body, name = https(tls_proxy, "site.test", ca,
+                                        headers={"X-Trace-Id": trace})
+    assert (status, name) == (200, "CN=site.test")
+    sent = dict(json.loads(body)["headers"])
+    assert sent["X-Forwarded-Proto"] == "https"
+    assert sent["Forwarded"].endswith("proto=https")
+    assert headers["Strict-Transport-Security"] == "max-age=31536000"
+    [event] = request_events(redis_client, trace)
+    assert event.source == "proxy-tls" and event.data["status"] == 200
+
+    status, headers, _, name = https(tls_proxy, "a.wild.test", ca)
+    assert (status, name) == (200, "CN=*.wild.test")
+    assert "Strict-Transport-Security" not in headers
+
+
+def test_unknown_names_get_the_self_signed_default(tls_proxy, ca):
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with connect(tls_proxy, "nobody.test", context) as sock:
+        assert peer_certificate(sock).subject.rfc4514_string() == "CN=berth default certificate"
+    with pytest.raises(ssl.SSLCertVerificationError):
+        connect(tls_proxy, "nobody.test", client_context(ca))
+
+
+def test_a_renewed_certificate_is_served_without_restart_and_open_connections_live_on(
+        tls_proxy, routes, backend, redis_client, ca):
+    certs = CertificateStore(redis_client)
+    first = certs.create(ca.record("renewing", ("renew.test",), note="v1"))
+    routes.add("renew.test", [backend.url])
+    wait_until(lambda: served_name(tls_proxy, "renew.test", ca) == "CN=renew.test v1",
+               what="the first certificate")
+    conn = http.client.HTTPSConnection("127.0.0.1", tls_proxy.port, timeout=5)
+    conn.sock = connect(tls_proxy, "renew.test", client_context(ca))
+    conn.request("GET", "/echo/1", headers={"Host": "renew.test"})
+    assert conn.getresponse().read()
+
+    certs.update(ca.record("renewing", ("renew.test",), note="v2", version=first.version))
+    wait_until(lambda: all(served_name(tls_proxy, "renew.test", ca) == "CN=renew.test v2"
+                           for _ in range(6)), what="the renewed certificate")
+    # The connection opened before the renewal still works, on its old certificate.
+    conn.request("GET", "/echo/2", headers={"Host": "renew.test"})
+    assert json.loads(conn.getresponse().read())["path"] == "/echo/2"
+    assert peer_certificate(conn.sock).subject.rfc4514_string() == "CN=renew.test v1"
+    conn.close()
+
+    # A renewal that cannot be loaded (key of another certificate) leaves the last good one.
+    current = certs.get("renewing")
+    broken = ca.record("renewing", ("renew.test",), note="v3", version=current.version)
+    certs.update(broken.replace(key_pem=ca.issue(("other.test",))[1]))
+    wait_until(lambda: certs.table_version() and all(
+        served_name(tls_proxy, "renew.test", ca) == "CN=renew.test v2" for _ in range(6)),
+        what="the last good certificate")
+    assert "cannot be loaded" in tls_proxy.output()
+
+
+def test_websocket_over_tls(tls_proxy, routes, ws_backend, redis_client, ca):
+    CertificateStore(redis_client).create(ca.record("ws", ("wss.test",)))
+    routes.add("wss.test", [ws_backend.url])
+    wait_until(lambda: served_name(tls_proxy, "wss.test", ca) == "CN=wss.test",
+               what="the wss certificate")
+    ws = websocket.create_connection(
+        f"wss://127.0.0.1:{tls_proxy.port}/socket", host="wss.test", timeout=5,
+        sslopt={"context": client_context(ca), "server_hostname": "wss.test"})
+    for message in ("over", "tls" * 30_000):
+        ws.send(message)
+        assert ws.recv() == message
+    ws.close()
+
+
+def test_routes_asking_for_https_are_served_over_tls_without_a_redirect(tls_proxy, routes,
+                                                                       backend, redis_client,
+                                                                       ca):
+    CertificateStore(redis_client).create(ca.record("always", ("always-tls.test",)))
+    routes.add("always-tls.test", [backend.url], https_redirect="always")
+    wait_until(lambda: served_name(tls_proxy, "always-tls.test", ca) == "CN=always-tls.test",
+               what="the certificate")
+    assert https(tls_proxy, "always-tls.test", ca)[0] == 200

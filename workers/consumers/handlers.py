@@ -1,0 +1,71 @@
+"""The Reader handlers of the consumer: each queues a batch's effects on the Reader's MULTI.
+
+- requests (`events:request:stream`): metrics aggregates, see app/metrics/aggregate.py, per
+  router named by its route's host pattern (workers/consumers/routes.py);
+- lifecycle streams (certificate, service, route, system): event counters, and the alert
+  signals of certificate and service events;
+- alerts (`events:alert:stream`, its own group): one webhook delivery per alert_fired /
+  alert_resolved and configured URL, enqueued for the `deliver_webhook` actor. Enqueuing is
+  outside the transaction, so a crash between it and the XACK sends a delivery twice: each
+  carries the alert event's id (X-Berth-Delivery) for receivers to drop duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import dramatiq
+import redis
+
+from app import jobs
+from app.alerts.rules import RuleSet
+from app.alerts.state import open_states, queue_signal
+from app.events import Event, Handler
+from app.metrics.aggregate import RouterOf, aggregate, apply, count_events
+from app.tracing import trace_context
+from workers.consumers.alerts import lifecycle_signals
+
+WEBHOOK_EVENTS = frozenset({"alert_fired", "alert_resolved"})
+
+
+def request_handler(router_of: RouterOf | None = None,
+                    clock: Callable[[], float] = time.time) -> Handler:
+    def handle(events: list[Event], pipe) -> None:
+        delta = aggregate(events, now_s=clock(), router_of=router_of)
+        count_events(events, "request", delta)
+        apply(delta, pipe)
+    return handle
+
+
+def lifecycle_handler(domain: str, client: redis.Redis, rules: Callable[[], RuleSet],
+                      clock: Callable[[], float] = time.time) -> Handler:
+    def handle(events: list[Event], pipe) -> None:
+        apply(count_events(events, domain), pipe)
+        signals = lifecycle_signals(domain, events, rules(), lambda: open_states(client))
+        now = int(clock() * 1000)
+        for signal in signals:
+            queue_signal(pipe, signal, now)
+    return handle
+
+
+def webhook_body(event: Event) -> str:
+    """What a receiver gets: the alert event, as JSON (signed as these exact bytes)."""
+    return json.dumps({"id": event.id, "type": event.type, "ts_ms": event.ts_ms,
+                       "trace_id": event.trace_id, "alert": event.data},
+                      separators=(",", ":"), sort_keys=True)
+
+
+def webhook_handler(broker: dramatiq.Broker, rules: Callable[[], RuleSet]) -> Handler:
+    def handle(events: list[Event], pipe) -> None:
+        urls = rules().webhooks
+        for event in events:
+            if event.type not in WEBHOOK_EVENTS:
+                continue
+            body = webhook_body(event)
+            with trace_context(event.trace_id or None):
+                for url in urls:
+                    jobs.enqueue(broker, jobs.DELIVER_WEBHOOK, url=url, body=body,
+                                 delivery=event.id, event_type=event.type)
+    return handle
