@@ -124,23 +124,23 @@ def test_tokens_store_only_a_hash(redis_client):
 
 def test_ports_are_allocated_once_and_released(redis_client, redis_server):
     store = PortStore(redis_client, first=41000, last=41009, restricted=frozenset({41001}))
-    claimed = []
+    claimed = {}
 
     def claim(n):
         s = PortStore(create_client(redis_server.url), first=41000, last=41009,
                       restricted=frozenset({41001}))
-        claimed.append(s.allocate(f"svc{n}", is_free=lambda p: True))
+        claimed[f"svc{n}"] = s.allocate(f"svc{n}", is_free=lambda p: True)
 
     threads = [threading.Thread(target=claim, args=(n,)) for n in range(9)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(set(claimed)) == 9 and 41001 not in claimed
+    assert len(set(claimed.values())) == 9 and 41001 not in claimed.values()
     with pytest.raises(Conflict):
         store.allocate("late", is_free=lambda p: True)
     assert store.release_all("svc0") == 1
-    assert store.allocate("late", is_free=lambda p: True) not in claimed[1:]
+    assert store.allocate("late", is_free=lambda p: True) == claimed["svc0"]
 
 
 def test_ports_bound_on_the_host_are_skipped(redis_client):

@@ -27,10 +27,12 @@ import falcon
 import redis
 
 from app.errors import (
+    AcmeError,
     BerthError,
     Conflict,
     Forbidden,
     NotFound,
+    RateLimited,
     Unauthorized,
     Unavailable,
     ValidationError,
@@ -45,6 +47,8 @@ STATUS_BY_ERROR: tuple[tuple[type[BerthError], int], ...] = (
     (NotFound, 404),
     (Conflict, 409),
     (Unavailable, 503),
+    (RateLimited, 429),
+    (AcmeError, 502),
 )
 
 WWW_AUTHENTICATE = 'Bearer realm="berth"'
