@@ -23,8 +23,11 @@ def documented():
                 yield path, method, item[method.lower()], item.get("parameters", [])
 
 
+VALID_BODIES = {"updateRoute": {"version": 1, "hsts": True}}
+
+
 def concrete(path: str, value: str = ABSENT_ID) -> str:
-    for name in ("token_id",):
+    for name in ("token_id", "route_id"):
         path = path.replace("{" + name + "}", value)
     assert "{" not in path, f"teach this test a value for {path}"
     return path
@@ -75,7 +78,10 @@ def cases(path, method, op, path_params):
     for param in path_params:
         yield f"{param['name']} malformed", dict(path=concrete(path, "bad id!")), 400, True
         yield f"{param['name']} too long", dict(path=concrete(path, "a" * 101)), 400, True
-        yield f"{param['name']} absent", dict(path=url), 404, True
+        # An operation that takes a body gets a valid one, so only the id can be at fault.
+        body = VALID_BODIES.get(op.get("operationId"))
+        yield (f"{param['name']} absent",
+               dict(path=url, json=body) if body else dict(path=url), 404, True)
     if "requestBody" in op:
         body_schema = schema.resolve(
             DOC, op["requestBody"]["content"]["application/json"]["schema"]["$ref"])

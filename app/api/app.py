@@ -14,12 +14,14 @@ from app.api.auth import AuthMiddleware
 from app.api.events import SSE_BLOCK_MS, SSE_PING_S, EventsResource, EventStreamResource
 from app.api.health import HealthResource
 from app.api.openapi import OpenApiResource
+from app.api.routes import RouteResource, RoutesResource
 from app.api.status import StatusResource, TrimStreamsJobResource
 from app.api.tokens import TokenResource, TokensResource
 from app.api.trace import TraceMiddleware
 from app.events import Publisher
 from app.heartbeat import Heartbeat
 from app.settings import Settings
+from app.stores.routes import RouteStore
 from app.stores.tokens import TokenStore
 
 
@@ -53,6 +55,9 @@ def create_api(settings: Settings, redis_client: redis.Redis, broker: dramatiq.B
     app.add_route("/openapi.json", OpenApiResource())
     app.add_route("/api/v1/tokens", TokensResource(tokens, publisher))
     app.add_route("/api/v1/tokens/{token_id}", TokenResource(tokens, publisher))
+    routes = RouteStore(redis_client)
+    app.add_route("/api/v1/routes", RoutesResource(routes, publisher))
+    app.add_route("/api/v1/routes/{route_id}", RouteResource(routes, publisher))
     app.add_route("/api/v1/orchestrator/status",
                   StatusResource(settings, redis_client, broker, clock))
     app.add_route("/api/v1/orchestrator/jobs/trim-streams", TrimStreamsJobResource(broker))
