@@ -15,7 +15,7 @@ help:
 	@echo "  make run        start the platform in the foreground (Procfile, local Redis); Ctrl-C stops it"
 	@echo "  make test       run the test suite (fixtures start their own redis, dockerd, pebble)"
 	@echo "  make lint       ruff check"
-	@echo "  make bench      run the benchmarks in bench/ (installs wrk, nginx, haproxy if missing)"
+	@echo "  make bench      run the benchmarks in bench/ (installs the peers if missing)"
 
 bootstrap:
 	@bash scripts/bootstrap.sh

@@ -494,13 +494,23 @@ class Upstream:
                     if retry_ok and attempt < len(plan):
                         continue
                     raise
+                replayable = retry_ok and body.replayable
                 try:
                     return self._exchange(conn, head, body, method)
                 except UpstreamClosed as ex:  # a timeout is no sign of a stale connection
-                    if not (conn.reused and not ex.received and retry_ok and body.replayable):
+                    if ex.received or not replayable:
+                        raise
+                    if not conn.reused and attempt < len(plan):
+                        continue  # e.g. a target draining during a redeploy: the next one
+                    if not conn.reused:
                         raise
                 # The pooled connection had been closed by the upstream: once more, fresh.
-                return self._exchange(self.pool.connect(target), head, body, method)
+                try:
+                    return self._exchange(self.pool.connect(target), head, body, method)
+                except (ConnectFailed, UpstreamClosed) as ex:
+                    if getattr(ex, "received", False) or attempt >= len(plan):
+                        raise
+                    continue
             except UpstreamError as ex:
                 ex.target = target.url
                 raise

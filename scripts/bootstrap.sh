@@ -12,7 +12,7 @@
 # else the script prints the command to run and exits 1.
 #
 # Environment:
-#   BOOTSTRAP_BENCH=1   also install the benchmark peers (wrk, nginx-light, haproxy)
+#   BOOTSTRAP_BENCH=1   also install the benchmark peers (wrk, nginx, haproxy, caddy, mitmproxy, certbot)
 #   PYTHON=python3.11   interpreter used to create .venv (default: python3)
 set -euo pipefail
 
@@ -41,6 +41,9 @@ BENCH=(
   "wrk:wrk"
   "nginx:nginx-light"
   "haproxy:haproxy"
+  "caddy:caddy"
+  "mitmdump:mitmproxy"
+  "certbot:certbot"
 )
 
 log() { printf 'bootstrap: %s\n' "$*" >&2; }

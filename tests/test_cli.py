@@ -10,9 +10,10 @@ as a user would, to prove one `berth:` line on stderr, a non-zero exit and no tr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
-import select
+import queue
 import signal
 import subprocess
 import sys
@@ -563,12 +564,15 @@ def tail_then_ctrl_c(stub: StubApi, *args: str, count: int) -> tuple[list[str], 
                             cwd=ROOT, env={**base, "BERTH_URL": stub.url, "BERTH_TOKEN": ADMIN},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
+        # A reader thread, not select(): one read may buffer several lines at once.
+        received: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [received.put(line) for line in proc.stdout],
+                         daemon=True).start()
         lines: list[str] = []
         deadline = time.monotonic() + 15
         while len(lines) < count and time.monotonic() < deadline:
-            ready, _, _ = select.select([proc.stdout], [], [], 0.2)
-            if ready:
-                lines.append(proc.stdout.readline().rstrip("\n"))
+            with contextlib.suppress(queue.Empty):
+                lines.append(received.get(timeout=0.2).rstrip("\n"))
         proc.send_signal(signal.SIGINT)
         return lines, proc.wait(10), proc.stderr.read()
     finally:
