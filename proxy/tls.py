@@ -76,6 +76,8 @@ class TlsContexts:
             context = self._build(cert)
         except (ssl.SSLError, OSError, ValueError, BerthError) as ex:
             self._unusable.add(wanted)
+            if not last:  # this worker never loaded it: the file in place is the last good one
+                last = self._load_last_good_file(cert)
             log.error("certificate %s cannot be loaded (%s); %s", cert.id, ex,
                       "serving the last good one" if last else "serving the default one")
             return self._by_fingerprint.get(last) if last else None
@@ -85,6 +87,20 @@ class TlsContexts:
             self._by_fingerprint.pop(last, None)
             log.info("certificate %s renewed: new handshakes use %s", cert.id, wanted[:16])
         return context
+
+    def _load_last_good_file(self, cert: Certificate) -> str | None:
+        """Load `<id>.pem` (written by any worker, only once it loaded); its cache key."""
+        path = self.directory / f"{cert.id}.pem"
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            context.load_cert_chain(path)
+        except (ssl.SSLError, OSError):
+            return None
+        key = f"file:{cert.id}"
+        self._by_fingerprint[key] = context
+        self._current[cert.id] = key
+        return key
 
     def _build(self, cert: Certificate) -> ssl.SSLContext:
         """A context from a staged file that replaces `<id>.pem` only once it has loaded, so
