@@ -464,6 +464,8 @@ def check_number(value: Any, name: str, low: float, high: float) -> float:
 
 def check_ip(value: Any, name: str) -> str:
     try:
+        if not isinstance(value, str):  # ip_address() would take 12345 as 0.0.48.57
+            raise ValueError(value)
         return str(ipaddress.ip_address(value))
     except ValueError:
         raise ValidationError(f"{name} must be an IP address such as 127.0.0.1",

@@ -67,6 +67,25 @@ class ContainerEngine(Protocol):
              follow: bool = False) -> Iterator[bytes]: ...
 
 
+class NoEngine:
+    """The engine of an API built without one (in-process tests, tools): every engine call
+    is Unavailable (503), so records can still be listed and shown."""
+
+    base_url = "(none)"
+
+    def ping(self) -> None:
+        raise Unavailable("no container engine is configured in this API process")
+
+    def list(self, labels: Mapping[str, str | None]) -> list[ContainerInfo]:
+        self.ping()
+        return []
+
+    def logs(self, container_id: str, *, tail: int | None = 100,
+             follow: bool = False) -> Iterator[bytes]:
+        self.ping()
+        return iter(())
+
+
 class ServiceCommands:
     def __init__(self, settings: Settings, services: ServiceStore, routes: RouteStore,
                  health: HealthStore, broker: dramatiq.Broker, engine: ContainerEngine):

@@ -8,7 +8,6 @@ import time
 import dramatiq
 import pytest
 
-from app.api.certificates import add_certificate_routes
 from app.certificates import CertificateCommands
 from app.stores.certificates import CertificateStore
 
@@ -22,10 +21,8 @@ def queued(redis_client, queue: str = "certificates") -> list[dramatiq.Message]:
 
 
 @pytest.fixture
-def certs(api, redis_client, settings):
+def certs(api, redis_client):
     store = CertificateStore(redis_client)
-    if api.app._router.find(BASE) is None:  # until create_api mounts them itself
-        add_certificate_routes(api.app, CertificateCommands(settings, store, api.broker))
     api.alice = api.token("user", "alice")
     api.bob = api.token("user", "bob")
     api.store = store

@@ -23,11 +23,14 @@ def documented():
                 yield path, method, item[method.lower()], item.get("parameters", [])
 
 
-VALID_BODIES = {"updateRoute": {"version": 1, "hsts": True}}
+VALID_BODIES = {"updateRoute": {"version": 1, "hsts": True},
+                "revokeCertificate": {"reason": "superseded"},
+                "redeployService": {"image": "nginx:1.27", "env": {"A": "1"}},
+                "scaleService": {"replicas": 2}}
 
 
 def concrete(path: str, value: str = ABSENT_ID) -> str:
-    for name in ("token_id", "route_id"):
+    for name in ("token_id", "route_id", "name", "alert_id"):
         path = path.replace("{" + name + "}", value)
     assert "{" not in path, f"teach this test a value for {path}"
     return path

@@ -11,7 +11,6 @@ import pytest
 from app import redis as keys
 from app.alerts.rules import merge
 from app.alerts.state import Signal, apply_signals
-from app.api.observability import add_observability_routes
 from app.events import Event
 from app.metrics.aggregate import aggregate, apply, count_events
 from app.models import Certificate, Route, Service
@@ -28,8 +27,7 @@ def make_api(redis_client):
     made = []
 
     def make(settings) -> Api:
-        helper = Api(settings, redis_client)
-        add_observability_routes(helper.app, settings, redis_client, helper.broker, lambda: NOW)
+        helper = Api(settings, redis_client, clock=lambda: NOW)
         made.append(helper)
         return helper
 

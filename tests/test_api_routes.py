@@ -1,33 +1,27 @@
-"""/api/v1/routes (app/api/routes.py) behind the API's real auth middleware and error mapping,
-mounted on a small app of its own until the lead wires it into create_api."""
+"""/api/v1/routes in process (create_api, falcon TestClient) over a real Redis: versions,
+owner scoping, validation, events, and automatic certificates for a route's host (the
+certificate record and the issuance enqueued on the real Redis broker)."""
 
 from __future__ import annotations
 
 import bcrypt
-import falcon
-import falcon.testing
+import dramatiq
 import pytest
 
-from app.api import errors
-from app.api.auth import AuthMiddleware
-from app.api.routes import RouteResource, RoutesResource
-from app.api.trace import TraceMiddleware
-from app.events import Event, Publisher
+from app.events import Event
 from app.redis import stream
-from app.stores import RouteStore, TokenStore
+from app.stores import CertificateStore, TokenStore
 from harness.procs import wait_until
+from tests.support.api import Api
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
 @pytest.fixture
-def client(redis_client):
-    publisher = Publisher(redis_client, flush_ms=10)
-    app = falcon.App(middleware=[TraceMiddleware(), AuthMiddleware(TokenStore(redis_client))])
-    errors.install(app)
-    store = RouteStore(redis_client)
-    app.add_route("/api/v1/routes", RoutesResource(store, publisher))
-    app.add_route("/api/v1/routes/{route_id}", RouteResource(store, publisher))
-    yield falcon.testing.TestClient(app)
-    publisher.close()
+def client(settings, redis_client):
+    api = Api(settings, redis_client)
+    yield api.client
+    api.close()
 
 
 @pytest.fixture
@@ -112,3 +106,107 @@ def test_validation_conflicts_and_hidden_hashes(client, tokens):
     assert hashed not in basic.text
     assert client.simulate_get("/api/v1/routes/not%20an%20id",
                                headers=tokens["alice"]).status_code == 400
+
+
+# -- automatic certificates -------------------------------------------------------------------
+
+
+def issued(redis_client) -> list[tuple[str, str]]:
+    """(certificate, trace id) of each issue_certificate message waiting on the broker."""
+    messages = [dramatiq.Message.decode(raw.encode())
+                for raw in redis_client.hvals("dramatiq:certificates.msgs")]
+    return sorted((m.kwargs["certificate"], m.options["trace_id"]) for m in messages
+                  if m.actor_name == "issue_certificate")
+
+
+def route_events(redis_client, count: int) -> list[Event]:
+    def read():
+        events = [Event.from_entry(i, f) for i, f in redis_client.xrange(stream("route"))]
+        return events if len(events) >= count else None
+
+    return wait_until(read, timeout=5, what=f"{count} route events")
+
+
+def test_auto_certificate_requests_one_for_the_host(client, tokens, redis_client):
+    created = client.simulate_post("/api/v1/routes", json={**ROUTE, "auto_certificate": True},
+                                   headers={**tokens["alice"], "X-Trace-Id": TRACE})
+    assert created.status_code == 201, created.text
+    assert created.json["auto_certificate"] is True
+    cert = CertificateStore(redis_client).get("auto-app-example-test")
+    assert (cert.domains, cert.owner, cert.status) == (("app.example.test",), "alice", "pending")
+    assert issued(redis_client) == [("auto-app-example-test", TRACE)]
+    [event] = route_events(redis_client, 1)
+    assert event.type == "route_created" and event.data["certificate"] == cert.id
+    assert event.trace_id == TRACE
+
+
+def test_auto_certificate_reuses_a_covering_certificate(client, tokens, redis_client):
+    made = client.simulate_post("/api/v1/certificates", headers=tokens["alice"], json={
+        "name": "site", "domains": ["www.example.test", "app.example.test"]})
+    assert made.status_code == 202
+    created = client.simulate_post("/api/v1/routes", json={**ROUTE, "auto_certificate": True},
+                                   headers=tokens["alice"])
+    assert created.status_code == 201
+    assert [c.id for c in CertificateStore(redis_client).list()] == ["site"]
+    assert [name for name, _trace in issued(redis_client)] == ["site"]  # only its own
+    assert route_events(redis_client, 1)[0].data["certificate"] == "site"
+
+
+def test_auto_certificate_on_update_follows_the_host(client, tokens, redis_client):
+    route = client.simulate_post("/api/v1/routes", json=ROUTE, headers=tokens["alice"]).json
+    url = f"/api/v1/routes/{route['id']}"
+    assert issued(redis_client) == []
+    on = client.simulate_patch(url, json={"version": 1, "auto_certificate": True},
+                               headers={**tokens["alice"], "X-Trace-Id": TRACE})
+    assert on.status_code == 200 and on.json["auto_certificate"] is True
+    moved = client.simulate_patch(url, json={"version": 2, "host": "new.example.test"},
+                                  headers=tokens["alice"])
+    assert moved.status_code == 200
+    again = client.simulate_patch(url, json={"version": 3, "hsts": True},
+                                  headers=tokens["alice"])
+    assert again.status_code == 200  # the covering certificate is reused, not requested again
+    names = [name for name, _trace in issued(redis_client)]
+    assert names == ["auto-app-example-test", "auto-new-example-test"]
+    events = route_events(redis_client, 4)
+    assert [e.data.get("certificate") for e in events] == [
+        None, "auto-app-example-test", "auto-new-example-test", "auto-new-example-test"]
+
+
+def test_wildcard_hosts_cannot_have_an_automatic_certificate(client, tokens, redis_client):
+    wildcard = {**ROUTE, "host": "*.example.test"}
+    refused = client.simulate_post("/api/v1/routes", json={**wildcard, "auto_certificate": True},
+                                   headers=tokens["alice"])
+    assert refused.status_code == 400 and refused.json["field"] == "auto_certificate"
+    assert "wildcard" in refused.json["description"]
+    assert client.simulate_get("/api/v1/routes", headers=tokens["alice"]).json["items"] == []
+
+    route = client.simulate_post("/api/v1/routes", json=wildcard, headers=tokens["alice"]).json
+    turned_on = client.simulate_patch(f"/api/v1/routes/{route['id']}", headers=tokens["alice"],
+                                      json={"version": 1, "auto_certificate": True})
+    assert turned_on.status_code == 400 and turned_on.json["field"] == "auto_certificate"
+    exact = client.simulate_post("/api/v1/routes", json={**ROUTE, "auto_certificate": True},
+                                 headers=tokens["alice"]).json
+    widened = client.simulate_patch(f"/api/v1/routes/{exact['id']}", headers=tokens["alice"],
+                                    json={"version": 1, "host": "*.app.example.test"})
+    assert widened.status_code == 400 and widened.json["field"] == "auto_certificate"
+    versions = {r["host"]: r["version"] for r in client.simulate_get(
+        "/api/v1/routes", headers=tokens["alice"]).json["items"]}
+    assert versions == {"*.example.test": 1, "app.example.test": 1}  # both unchanged
+    assert [name for name, _trace in issued(redis_client)] == ["auto-app-example-test"]
+
+
+def test_refused_routes_request_no_certificate(client, tokens, redis_client):
+    assert client.simulate_post("/api/v1/routes", json=ROUTE,
+                                headers=tokens["bob"]).status_code == 201
+    taken = client.simulate_post("/api/v1/routes", json={**ROUTE, "auto_certificate": True},
+                                 headers=tokens["alice"])
+    assert taken.status_code == 409 and taken.json["field"] == "host"
+    # bob holds the name the automatic certificate would take, for another host
+    client.simulate_post("/api/v1/certificates", headers=tokens["bob"], json={
+        "name": "auto-shop-example-test", "domains": ["elsewhere.example.test"]})
+    clash = client.simulate_post("/api/v1/routes", headers=tokens["alice"], json={
+        **ROUTE, "host": "shop.example.test", "auto_certificate": True})
+    assert clash.status_code == 409 and "auto-shop-example-test" in clash.json["description"]
+    assert client.simulate_get("/api/v1/routes", headers=tokens["alice"]).json["items"] == []
+    assert [c.owner for c in CertificateStore(redis_client).list()] == ["bob"]
+    assert [name for name, _trace in issued(redis_client)] == ["auto-shop-example-test"]

@@ -12,7 +12,6 @@ import pytest
 
 from app.alerts.rules import merge
 from app.alerts.state import Signal, apply_signals
-from app.api.observability import add_observability_routes
 from app.cli import alerts as cli_alerts
 from app.cli import main as cli_main
 from app.cli import metrics as cli_metrics
@@ -29,7 +28,6 @@ class _Quiet(WSGIRequestHandler):
 @pytest.fixture
 def served(settings, redis_client, monkeypatch):
     api = Api(settings, redis_client)
-    add_observability_routes(api.app, settings, redis_client, api.broker)
     server = make_server("127.0.0.1", 0, api.app, handler_class=_Quiet)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     # Registered here until app/cli/main.py lists them (dict.fromkeys: never twice).

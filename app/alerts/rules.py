@@ -29,25 +29,38 @@ WINDOW_CHOICES = ("1m", "5m", "1h")
 MAX_WEBHOOKS = 10
 
 
+# Each field check carries the JSON Schema of what it accepts (`json_schema`), from which the
+# API's OpenAPI document describes the rules (field_schemas).
+def _described(check: Callable[[Any, str], Any], schema: dict) -> Callable[[Any, str], Any]:
+    check.json_schema = schema  # type: ignore[attr-defined]
+    return check
+
+
 def _number(low: float, high: float) -> Callable[[Any, str], float]:
     def check(value: Any, name: str) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float) or not (
                 low <= value <= high):
             raise ValidationError(f"{name} must be a number from {low} to {high}", field=name)
         return value
-    return check
+    return _described(check, {"type": "number", "minimum": low, "maximum": high})
 
 
 def _integer(low: int, high: int) -> Callable[[Any, str], int]:
-    return lambda value, name: check_int(value, name, low, high)
+    return _described(lambda value, name: check_int(value, name, low, high),
+                      {"type": "integer", "minimum": low, "maximum": high})
+
+
+def _choice(allowed: tuple[str, ...]) -> Callable[[Any, str], str]:
+    return _described(lambda value, name: check_choice(value, name, allowed),
+                      {"type": "string", "enum": list(allowed)})
 
 
 _COMMON: dict[str, Callable[[Any, str], Any]] = {
-    "enabled": check_bool,
-    "severity": lambda value, name: check_choice(value, name, SEVERITIES),
+    "enabled": _described(lambda value, name: check_bool(value, name), {"type": "boolean"}),
+    "severity": _choice(SEVERITIES),
     "cooldown_s": _integer(0, 30 * 86400),
 }
-_WINDOW = {"window": lambda value, name: check_choice(value, name, WINDOW_CHOICES)}
+_WINDOW = {"window": _choice(WINDOW_CHOICES)}
 
 # rule id -> (defaults, rule-specific fields and their checks)
 RULES: dict[str, tuple[dict, dict]] = {
@@ -146,6 +159,11 @@ def clean_overrides(payload: Any, where: str = "alert rules") -> dict:
     if "webhooks" in payload:
         out["webhooks"] = clean_webhooks(payload["webhooks"])
     return out
+
+
+def field_schemas(rule_id: str) -> dict[str, dict]:
+    """The JSON Schema of each field an override of the rule may set."""
+    return {name: check.json_schema for name, check in {**_COMMON, **RULES[rule_id][1]}.items()}
 
 
 def clean_webhooks(value: Any) -> list[str]:

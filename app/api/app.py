@@ -11,17 +11,25 @@ import redis
 
 from app.api import errors
 from app.api.auth import AuthMiddleware
+from app.api.certificates import add_certificate_routes
 from app.api.events import SSE_BLOCK_MS, SSE_PING_S, EventsResource, EventStreamResource
 from app.api.health import HealthResource
+from app.api.observability import add_observability_routes
 from app.api.openapi import OpenApiResource
 from app.api.routes import RouteResource, RoutesResource
+from app.api.services import add_service_routes
 from app.api.status import StatusResource, TrimStreamsJobResource
 from app.api.tokens import TokenResource, TokensResource
 from app.api.trace import TraceMiddleware
+from app.certificates import CertificateCommands
 from app.events import Publisher
 from app.heartbeat import Heartbeat
+from app.services import ContainerEngine, NoEngine, ServiceCommands
 from app.settings import Settings
+from app.stores.certificates import CertificateStore
+from app.stores.health import HealthStore
 from app.stores.routes import RouteStore
+from app.stores.services import ServiceStore
 from app.stores.tokens import TokenStore
 
 
@@ -37,11 +45,12 @@ class _StartHeartbeat:
 
 def create_api(settings: Settings, redis_client: redis.Redis, broker: dramatiq.Broker,
                publisher: Publisher | None = None, clock: Callable[[], float] = time.time, *,
-               heartbeat: Heartbeat | None = None, sse_ping_s: float = SSE_PING_S,
-               sse_block_ms: int = SSE_BLOCK_MS) -> falcon.App:
+               heartbeat: Heartbeat | None = None, engine: ContainerEngine | None = None,
+               sse_ping_s: float = SSE_PING_S, sse_block_ms: int = SSE_BLOCK_MS) -> falcon.App:
     """The WSGI app. `broker` only enqueues (it is not made Dramatiq's global broker);
     `publisher` receives token lifecycle events (none when None); `heartbeat`, when given,
-    is started lazily in each serving process."""
+    is started lazily in each serving process; `engine` is the container engine service
+    commands need (without one they answer 503 and records can still be read)."""
     tokens = TokenStore(redis_client)
     middleware: list = [TraceMiddleware()]
     if heartbeat is not None:
@@ -56,12 +65,18 @@ def create_api(settings: Settings, redis_client: redis.Redis, broker: dramatiq.B
     app.add_route("/api/v1/tokens", TokensResource(tokens, publisher))
     app.add_route("/api/v1/tokens/{token_id}", TokenResource(tokens, publisher))
     routes = RouteStore(redis_client)
-    app.add_route("/api/v1/routes", RoutesResource(routes, publisher))
-    app.add_route("/api/v1/routes/{route_id}", RouteResource(routes, publisher))
+    certificates = CertificateCommands(settings, CertificateStore(redis_client), broker, clock)
+    app.add_route("/api/v1/routes", RoutesResource(routes, publisher, certificates))
+    app.add_route("/api/v1/routes/{route_id}", RouteResource(routes, publisher, certificates))
+    add_certificate_routes(app, certificates, clock)
+    add_service_routes(app, ServiceCommands(settings, ServiceStore(redis_client), routes,
+                                            HealthStore(redis_client), broker,
+                                            NoEngine() if engine is None else engine))
     app.add_route("/api/v1/orchestrator/status",
                   StatusResource(settings, redis_client, broker, clock))
     app.add_route("/api/v1/orchestrator/jobs/trim-streams", TrimStreamsJobResource(broker))
     app.add_route("/api/v1/events", EventsResource(redis_client))
     app.add_route("/api/v1/events/stream",
                   EventStreamResource(redis_client, ping_s=sse_ping_s, block_ms=sse_block_ms))
+    add_observability_routes(app, settings, redis_client, broker, clock)
     return app

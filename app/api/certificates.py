@@ -98,8 +98,9 @@ class CertificateActionResource:
         self.clock = clock
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        # The body is checked before the lookup: malformed input is a 400 whether or not
+        # the certificate exists.
         query(req)
-        cert = _find(self.commands, req, name)
         body = json_body(req, required=False)
         if self.action == "revoke":
             reason = "unspecified"
@@ -107,17 +108,17 @@ class CertificateActionResource:
                 if not isinstance(body, dict) or set(body) - {"reason"}:
                     raise ValidationError("the body may only carry a reason", field="reason")
                 reason = body.get("reason", reason)
-                if reason not in REVOCATION_REASONS:
+                if not isinstance(reason, str) or reason not in REVOCATION_REASONS:
                     raise ValidationError(
                         f"reason must be one of {', '.join(REVOCATION_REASONS)}",
                         field="reason")
-            cert = self.commands.revoke(cert, reason)
+            cert = self.commands.revoke(_find(self.commands, req, name), reason)
         elif self.action == "renew":
             no_fields(body)
-            cert = self.commands.renew(cert)
+            cert = self.commands.renew(_find(self.commands, req, name))
         else:
             no_fields(body)
-            cert = self.commands.convert_to_production(cert)
+            cert = self.commands.convert_to_production(_find(self.commands, req, name))
         _accepted(req, resp, cert, self.clock())
 
 

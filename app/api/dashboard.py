@@ -18,9 +18,9 @@ from app.alerts.state import AlertStore
 from app.api.auth import visible_owner
 from app.api.errors import translate_redis_errors
 from app.api.metrics import Visible
-from app.api.params import choice_param, query
+from app.api.params import choice_param, query, record_id
 from app.metrics.aggregate import ROUTER
-from app.metrics.query import MetricsQuery
+from app.metrics.query import WINDOWS, MetricsQuery
 from app.models import Certificate, Service
 from app.stores.certificates import CertificateStore
 from app.stores.health import HealthStore
@@ -39,6 +39,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
+OVERVIEW_WINDOWS = tuple(WINDOWS)  # rolling windows only: the dashboard shows rates
 
 
 class DashboardResource:
@@ -50,7 +51,7 @@ class DashboardResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str = "index.html"
                ) -> None:
         query(req)
-        if name not in self.files:
+        if record_id(name, "name") not in self.files:
             raise falcon.HTTPNotFound()
         resp.content_type = FILES[name]
         resp.set_headers(SECURITY_HEADERS)
@@ -74,7 +75,7 @@ class OverviewResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         params = query(req, ("window",))
-        window = choice_param(params, "window", ("1m", "5m", "1h")) or "1m"
+        window = choice_param(params, "window", OVERVIEW_WINDOWS) or "1m"
         owner = visible_owner(req)
         now = self.clock()
         with translate_redis_errors():

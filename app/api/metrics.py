@@ -37,6 +37,8 @@ from app.metrics.query import WINDOW_CHOICES, MetricsQuery
 from app.settings import Settings
 from app.stores.routes import RouteStore
 
+ALERT_STATES = ("active", "all")
+
 
 def host_matches(host: str, pattern: str) -> bool:
     """A route's host pattern (exact or `*.domain`, one label) against a request host."""
@@ -116,7 +118,7 @@ class AlertsResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         params = query(req, ("state", "limit"))
         require_admin(req, "reading alerts")
-        state = choice_param(params, "state", ("active", "all")) or "active"
+        state = choice_param(params, "state", ALERT_STATES) or "active"
         limit = int_param(params, "limit", 1, 1000, 100)
         with translate_redis_errors():
             items = self.alerts.active() if state == "active" else self.alerts.history(limit)

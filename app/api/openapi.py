@@ -9,9 +9,24 @@ from __future__ import annotations
 
 import falcon
 
+from app.alerts.rules import MAX_WEBHOOKS, RULES, SEVERITIES, field_schemas
 from app.api import events as ev
+from app.api import services as svc_api
+from app.api.dashboard import FILES, OVERVIEW_WINDOWS
+from app.api.metrics import ALERT_STATES
 from app.api.params import ID_PATTERN, STREAM_ID_PATTERN, query
-from app.models import NAME_RE, SCOPES
+from app.api.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
+from app.certificates import REVOCATION_REASONS
+from app.metrics.query import QUANTILES, WINDOW_CHOICES
+from app.models import (
+    ENV_NAME_RE,
+    IMAGE_RE,
+    LABEL_KEY_RE,
+    NAME_RE,
+    SCOPES,
+    Certificate,
+    Service,
+)
 
 VERSION = "1"
 
@@ -28,7 +43,8 @@ _ERROR_RESPONSES = {
     "415": ("UnsupportedMediaType", "The body is not sent as application/json."),
     "500": ("InternalError", "An unexpected error; details are in the server log under the "
                              "response's X-Trace-Id."),
-    "503": ("Unavailable", "Redis (or another backing service) is unreachable."),
+    "503": ("Unavailable", "Redis (or another backing service, such as the container engine "
+                           "for service commands) is unreachable."),
 }
 
 
@@ -80,7 +96,10 @@ _ROUTE_FIELDS = {
     "auth": {"type": "object", "required": ["type"],
              "properties": {"type": {"type": "string", "enum": ["none", "token", "basic"]}}},
     "max_body_bytes": {"type": "integer", "minimum": 0},
-    "auto_certificate": {"type": "boolean"},
+    "auto_certificate": {"type": "boolean",
+                         "description": "Get the host a certificate: one of the owner's that "
+                                        "covers it, else a new one (`auto-<host>`) whose "
+                                        "issuance is enqueued. Not for wildcard hosts (400)."},
 }
 
 _SCHEMAS = {
@@ -403,8 +422,562 @@ def _paths() -> dict:
     }
 
 
+# -- certificates, services and observability --------------------------------------------
+
+def _path_name(what: str) -> list[dict]:
+    return [{"name": "name", "in": "path", "required": True,
+             "schema": {"type": "string", "pattern": ID_PATTERN},
+             "description": f"The {what}'s name."}]
+
+
+def _accepted(schema: str, what: str) -> dict:
+    return {"type": "object", "required": [what, "trace_id"],
+            "properties": {what: _ref(schema),
+                           "trace_id": {"type": "string",
+                                        "description": "Follow the work with "
+                                                       "`berth events tail --trace ID`."}}}
+
+
+_NAME = {"type": "string", "pattern": NAME_RE.pattern, "minLength": 1, "maxLength": 63}
+_EPOCH = {"type": "number", "description": "Unix time, seconds."}
+_EPOCH_OR_NULL = {"type": ["number", "null"], "description": "Unix time, seconds."}
+
+_CERTIFICATE_FIELDS = {
+    "domains": {"type": "array", "minItems": 1, "maxItems": Certificate.MAX_DOMAINS,
+                "items": {"type": "string", "maxLength": 253},
+                "description": "Exact hostnames (IDNA-normalised); no wildcards, which "
+                               "HTTP-01 cannot validate."},
+    "directory": {"anyOf": [{"type": "string", "enum": list(Certificate.DIRECTORIES)},
+                            {"type": "string", "format": "uri", "pattern": "^https://"}],
+                  "description": "Let's Encrypt's `production` or `staging`, or the https "
+                                 "URL of an ACME directory. Default: BERTH_ACME_DIRECTORY."},
+    "key_type": {"type": "string", "enum": list(Certificate.KEY_TYPES),
+                 "description": "Default: BERTH_ACME_KEY_TYPE."},
+}
+
+_SERVICE_FIELDS = {
+    "image": {"type": "string", "maxLength": 255, "pattern": IMAGE_RE.pattern},
+    "port": {"type": "integer", "minimum": 1, "maximum": 65535,
+             "description": "The port the container listens on."},
+    "hostname": {"type": "string", "maxLength": 253,
+                 "description": "Default: `<name>.` + BASE_DOMAIN."},
+    "command": {"type": "array", "maxItems": 100, "items": {"type": "string", "maxLength": 4096}},
+    "env": {"type": "object", "maxProperties": 200,
+            "propertyNames": {"pattern": ENV_NAME_RE.pattern},
+            "additionalProperties": {"type": "string", "maxLength": 32768}},
+    "replicas": {"type": "integer", "minimum": 1, "maximum": Service.MAX_REPLICAS},
+    "memory_mb": {"type": "integer", "minimum": 0, "maximum": 1 << 20,
+                  "description": "0: no limit; else at least 6."},
+    "cpus": {"type": "number", "minimum": 0, "maximum": 1024, "description": "0: no limit."},
+    "restart": {"type": "string", "enum": list(Service.RESTART_POLICIES)},
+    "labels": {"type": "object", "maxProperties": 50,
+               "propertyNames": {"pattern": LABEL_KEY_RE.pattern},
+               "additionalProperties": {"type": "string", "maxLength": 1024},
+               "description": "The `berth.` prefix is berth's own."},
+    "health": {"type": "object", "additionalProperties": False,
+               "properties": {"path": {"type": "string", "pattern": "^/", "maxLength": 1024,
+                                       "default": "/"},
+                              "interval_s": {"type": "integer", "minimum": 1, "maximum": 3600,
+                                             "default": 2},
+                              "timeout_s": {"type": "integer", "minimum": 1, "maximum": 60,
+                                            "default": 2}}},
+    "bind": {"type": "string", "description": "The host address container ports are "
+                                              "published on (an IP address).",
+             "default": "127.0.0.1"},
+}
+
+_METRIC_SUMMARY = {
+    "type": "object",
+    "required": ["name", "window", "requests", "errors", "error_rate", "latency_ms"],
+    "properties": {
+        "name": {"type": "string", "description": "The router (host) or service (upstream)."},
+        "window": {"type": "string", "enum": list(WINDOW_CHOICES)},
+        "seconds": {"type": ["number", "null"], "description": "Null for `total`."},
+        "requests": {"type": "integer"},
+        "rate": {"type": ["number", "null"], "description": "Requests per second."},
+        "errors": {"type": "integer", "description": "5xx answers and failed exchanges."},
+        "error_rate": {"type": "number"},
+        "status": {"type": "object", "additionalProperties": {"type": "integer"},
+                   "description": "Per status class (`2xx`...)."},
+        "codes": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "methods": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "bytes_in": {"type": "integer"},
+        "bytes_out": {"type": "integer"},
+        "latency_ms": {"type": "object", "properties": {
+            "mean": {"type": ["number", "null"]},
+            **{f"p{round(q * 100)}": {"type": ["number", "null"]} for q in QUANTILES}}},
+    },
+}
+
+
+def _rule_schema(rule_id: str, *, complete: bool) -> dict:
+    fields = field_schemas(rule_id)
+    return {"type": "object", "additionalProperties": False, "properties": fields,
+            **({"required": list(fields)} if complete else {})}
+
+
+def _rules_layer(*, complete: bool) -> dict:
+    """An override layer (any subset), or with `complete` the effective rules (every field)."""
+    return {"type": "object", "additionalProperties": False,
+            "properties": {
+                "rules": {"type": "object", "additionalProperties": False,
+                          "properties": {rule_id: _rule_schema(rule_id, complete=complete)
+                                         for rule_id in RULES},
+                          **({"required": list(RULES)} if complete else {})},
+                "webhooks": {"type": "array", "maxItems": MAX_WEBHOOKS,
+                             "items": {"type": "string", "format": "uri"}}},
+            **({"required": ["rules", "webhooks"]} if complete else {})}
+
+
+_MORE_SCHEMAS = {
+    "Certificate": {
+        "type": "object",
+        "required": ["id", "domains", "owner", "directory", "key_type", "status",
+                     "expires_in_s", "renewal", "backoff"],
+        "properties": {
+            "id": {"type": "string", "description": "The certificate's name."},
+            "owner": {"type": "string"},
+            **_CERTIFICATE_FIELDS,
+            "status": {"type": "string",
+                       "description": "pending, issuing, active, failed or revoked."},
+            "not_before": _EPOCH, "not_after": _EPOCH, "renew_after": _EPOCH,
+            "issued_at": _EPOCH, "revoked_at": _EPOCH, "backoff_until": _EPOCH,
+            "last_error_at": _EPOCH,
+            "last_error": {"type": "string"},
+            "backoff_reason": {"type": "string",
+                               "description": "rate_limited, validation, unavailable or "
+                                              "error."},
+            "failures": {"type": "integer", "description": "Failed attempts in a row."},
+            "order_url": {"type": "string", "description": "The ACME order in progress."},
+            "issuer_directory": {"type": "string"},
+            "serial": {"type": "string"},
+            "renewal_source": {"type": "string", "description": "ari or lifetime."},
+            "version": {"type": "integer"},
+            "created_at": _EPOCH, "updated_at": _EPOCH,
+            "expires_in_s": {"type": ["integer", "null"],
+                             "description": "Null until issued."},
+            "renewal": {"type": "object",
+                        "required": ["renew_after", "source", "in_progress"],
+                        "properties": {"renew_after": _EPOCH_OR_NULL,
+                                       "source": {"type": ["string", "null"]},
+                                       "in_progress": {"type": "boolean"}}},
+            "backoff": {"type": ["object", "null"],
+                        "description": "While attempts are held back: until when, and why.",
+                        "properties": {"until": _EPOCH, "reason": {"type": "string"}}},
+        },
+    },
+    "CertificateList": {"type": "object", "required": ["items"],
+                        "properties": {"items": {"type": "array",
+                                                 "items": _ref("Certificate")}}},
+    "CertificateCreate": {"type": "object", "additionalProperties": False,
+                          "required": ["name", "domains"],
+                          "properties": {"name": _NAME, **_CERTIFICATE_FIELDS}},
+    "CertificateRevoke": {"type": "object", "additionalProperties": False,
+                          "properties": {"reason": {"type": "string",
+                                                    "enum": list(REVOCATION_REASONS),
+                                                    "default": "unspecified"}}},
+    "CertificateAccepted": _accepted("Certificate", "certificate"),
+    "Service": {
+        "type": "object",
+        "required": ["id", "image", "port", "owner", "hostname", "replicas", "status",
+                     "revision", "version"],
+        "properties": {
+            "id": {"type": "string", "description": "The service's name."},
+            "owner": {"type": "string"},
+            **_SERVICE_FIELDS,
+            "status": {"type": "string", "description": "pending, deploying, running, "
+                                                        "stopped, failed or deleting."},
+            "error": {"type": "string", "description": "Why the last command failed."},
+            "revision": {"type": "integer", "description": "Bumped by each redeploy."},
+            "version": {"type": "integer"},
+            "created_at": _EPOCH, "updated_at": _EPOCH,
+        },
+    },
+    "ServiceList": {"type": "object", "required": ["items"],
+                    "properties": {"items": {"type": "array", "items": _ref("Service")}}},
+    "ServiceCreate": {
+        "type": "object", "additionalProperties": False,
+        "required": ["name", "image", "port"],
+        "properties": {
+            "name": _NAME, **_SERVICE_FIELDS,
+            "owner": {**_NAME, "description": "Default: the caller's owner. Only an admin "
+                                              "token may name another owner."}},
+    },
+    "ServiceRedeploy": {
+        "type": "object", "additionalProperties": False,
+        "description": "The fields to change; a new revision replaces the containers one "
+                       "by one.",
+        "properties": {name: _SERVICE_FIELDS[name]
+                       for name in sorted(Service.REDEPLOY_FIELDS)},
+    },
+    "ServiceScale": {"type": "object", "additionalProperties": False,
+                     "required": ["replicas"],
+                     "properties": {"replicas": _SERVICE_FIELDS["replicas"]}},
+    "ServiceAccepted": _accepted("Service", "service"),
+    "MetricSummary": _METRIC_SUMMARY,
+    "Metrics": {
+        "type": "object",
+        "required": ["window", "seconds", "requests", "errors", "routers", "services"],
+        "properties": {
+            "window": {"type": "string", "enum": list(WINDOW_CHOICES)},
+            "seconds": {"type": ["number", "null"]},
+            "requests": {"type": "integer"}, "errors": {"type": "integer"},
+            "routers": {"type": "array", "items": _ref("MetricSummary")},
+            "services": {"type": "array", "items": _ref("MetricSummary")},
+        },
+    },
+    "MetricsSeries": {
+        "type": "object", "required": ["host", "minutes", "points"],
+        "properties": {
+            "host": {"type": ["string", "null"]},
+            "minutes": {"type": "integer"},
+            "points": {"type": "array", "items": {
+                "type": "object", "required": ["ts", "requests", "errors", "rate"],
+                "properties": {
+                    "ts": {"type": "integer", "description": "Start of the minute, unix s."},
+                    "requests": {"type": "integer"}, "errors": {"type": "integer"},
+                    "rate": {"type": "number"},
+                    **{f"p{round(q * 100)}_ms": {"type": ["number", "null"]}
+                       for q in QUANTILES}}}},
+        },
+    },
+    "Alert": {
+        "type": "object",
+        "required": ["id", "rule", "subject", "severity", "state"],
+        "properties": {
+            "id": {"type": "string", "pattern": ID_PATTERN},
+            "rule": {"type": "string", "enum": list(RULES)},
+            "subject": {"type": "string"},
+            "severity": {"type": "string", "enum": list(SEVERITIES)},
+            "state": {"type": "string", "description": "firing or resolved."},
+            "message": {"type": "string"},
+            "trace_id": {"type": "string"},
+            "details": {"type": "object"},
+            "fired_at": {"type": ["integer", "null"], "description": "Unix time, ms."},
+            "resolved_at": {"type": ["integer", "null"], "description": "Unix time, ms."},
+            "acknowledged_at": {"type": ["integer", "null"], "description": "Unix time, ms."},
+            "acknowledged_by": {"type": ["string", "null"],
+                                "description": "The id of the token that acknowledged it."},
+        },
+    },
+    "AlertList": {"type": "object", "required": ["state", "items"],
+                  "properties": {"state": {"type": "string", "enum": list(ALERT_STATES)},
+                                 "items": {"type": "array", "items": _ref("Alert")}}},
+    "AlertRulesLayer": _rules_layer(complete=False),
+    "AlertRules": {
+        "type": "object", "required": ["effective", "settings", "overrides"],
+        "properties": {
+            "effective": {**_rules_layer(complete=True),
+                          "description": "Defaults, then the settings, then the overrides."},
+            "settings": {**_ref("AlertRulesLayer"),
+                         "description": "BERTH_ALERT_RULES and BERTH_ALERT_WEBHOOKS."},
+            "overrides": {**_ref("AlertRulesLayer"),
+                          "description": "What PUT stored."},
+        },
+    },
+    "Overview": {
+        "type": "object",
+        "required": ["now", "window", "seconds", "totals", "routers", "certificates",
+                     "services", "alerts"],
+        "properties": {
+            "now": _EPOCH,
+            "window": {"type": "string", "enum": list(OVERVIEW_WINDOWS)},
+            "seconds": {"type": "number"},
+            "totals": {"type": "object", "required": ["requests", "errors", "rate"],
+                       "properties": {"requests": {"type": "integer"},
+                                      "errors": {"type": "integer"},
+                                      "rate": {"type": ["number", "null"]}}},
+            "routers": {"type": "array", "items": _ref("MetricSummary")},
+            "certificates": {"type": "array", "items": {
+                "type": "object", "required": ["name", "domains", "status"],
+                "properties": {"name": {"type": "string"},
+                               "domains": {"type": "array", "items": {"type": "string"}},
+                               "status": {"type": "string"},
+                               "not_after": _EPOCH_OR_NULL,
+                               "days_left": {"type": ["number", "null"]},
+                               "renew_after": _EPOCH_OR_NULL,
+                               "last_error": {"type": "string"}}}},
+            "services": {"type": "array", "items": {
+                "type": "object", "required": ["name", "status", "replicas", "healthy"],
+                "properties": {"name": {"type": "string"}, "status": {"type": "string"},
+                               "hostname": {"type": "string"},
+                               "replicas": {"type": "integer"},
+                               "healthy": {"type": "integer",
+                                           "description": "Containers whose last check "
+                                                          "passed."},
+                               "containers": {"type": "array", "items": {"type": "object"}}}}},
+            "alerts": {"type": ["array", "null"], "items": _ref("Alert"),
+                       "description": "Active alerts; null for user tokens."},
+        },
+    },
+}
+
+
+def _action(operation_id: str, summary: str, accepted: str, body: str | None = None, *,
+            required: bool = False, description: str = "") -> dict:
+    """A POST command on one named record answering 202 with the record and the trace id."""
+    op = {"operationId": operation_id, "summary": summary,
+          "requestBody": {"required": required, "content": _json(_ref(body or "NoFields"))},
+          "responses": {"202": {"description": "Accepted", "content": _json(_ref(accepted))},
+                        **_errors(*_AUTHED, "404", "409", "413", "415")}}
+    if description:
+        op["description"] = description
+    return op
+
+
+def _certificate_paths() -> dict:
+    base = "/api/v1/certificates"
+    return {
+        base: {
+            "get": {"operationId": "listCertificates",
+                    "summary": "List certificates (a user token sees its owner's)",
+                    "responses": {"200": {"description": "Certificates, without their PEM",
+                                          "content": _json(_ref("CertificateList"))},
+                                  **_errors(*_AUTHED)}},
+            "post": {"operationId": "createCertificate",
+                     "summary": "Request a certificate; its issuance is enqueued",
+                     "description": "Answers at once; the worker publishes "
+                                    "`generation_started`, then `ready` or "
+                                    "`generation_failed` under the returned trace id.",
+                     "requestBody": {"required": True,
+                                     "content": _json(_ref("CertificateCreate"))},
+                     "responses": {"202": {"description": "Recorded and enqueued",
+                                           "content": _json(_ref("CertificateAccepted"))},
+                                   **_errors(*_AUTHED, "409", "413", "415")}},
+        },
+        f"{base}/{{name}}": {
+            "parameters": _path_name("certificate"),
+            "get": {"operationId": "showCertificate",
+                    "summary": "One certificate with expiry, renewal, last error and chain",
+                    "responses": {"200": {"description": "The certificate",
+                                          "content": _json(_ref("CertificateDetail"))},
+                                  **_errors(*_AUTHED, "404")}},
+            "delete": {"operationId": "deleteCertificate",
+                       "summary": "Delete a certificate (the worker removes it, then "
+                                  "publishes `deleted`)",
+                       "responses": {"202": {"description": "Enqueued",
+                                             "content": _json(_ref("CertificateAccepted"))},
+                                     **_errors(*_AUTHED, "404")}},
+        },
+        f"{base}/{{name}}/renew": {
+            "parameters": _path_name("certificate"),
+            "post": _action("renewCertificate", "Renew now (or issue, if never issued)",
+                            "CertificateAccepted",
+                            description="409 while revoked, or rate-limited by the CA."),
+        },
+        f"{base}/{{name}}/revoke": {
+            "parameters": _path_name("certificate"),
+            "post": _action("revokeCertificate", "Revoke the issued certificate at the CA",
+                            "CertificateAccepted", "CertificateRevoke",
+                            description="409 when nothing has been issued yet."),
+        },
+        f"{base}/{{name}}/convert-to-production": {
+            "parameters": _path_name("certificate"),
+            "post": _action("convertCertificateToProduction",
+                            "Issue it again from the production directory",
+                            "CertificateAccepted"),
+        },
+    }
+
+
+def _service_paths() -> dict:
+    base = "/api/v1/services"
+    paths = {
+        base: {
+            "get": {"operationId": "listServices",
+                    "summary": "List services (a user token sees its owner's)",
+                    "parameters": [
+                        _query("offset", {"type": "integer", "minimum": 0,
+                                          "maximum": 1_000_000, "default": 0}, "Skip this many."),
+                        _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000,
+                                         "default": 100}, "Page size.")],
+                    "responses": {"200": {"description": "Services",
+                                          "content": _json(_ref("ServiceList"))},
+                                  **_errors(*_AUTHED)}},
+            "post": {"operationId": "createService",
+                     "summary": "Create a service; its deployment is enqueued",
+                     "description": "Answers at once; `service_created`, then "
+                                    "`service_started` or `service_failed` follow under the "
+                                    "returned trace id. 503 while the container engine is "
+                                    "unreachable (nothing is stored then).",
+                     "requestBody": {"required": True,
+                                     "content": _json(_ref("ServiceCreate"))},
+                     "responses": {"202": {"description": "Recorded and enqueued",
+                                           "content": _json(_ref("ServiceAccepted"))},
+                                   **_errors(*_AUTHED, "403", "409", "413", "415")}},
+        },
+        f"{base}/{{name}}": {
+            "parameters": _path_name("service"),
+            "get": {"operationId": "showService",
+                    "summary": "One service with its containers and their health",
+                    "responses": {"200": {"description": "The service",
+                                          "content": _json(_ref("ServiceDetail"))},
+                                  **_errors(*_AUTHED, "404")}},
+            "delete": {"operationId": "deleteService",
+                       "summary": "Delete a service: its containers, routes and record",
+                       "responses": {"202": {"description": "Enqueued",
+                                             "content": _json(_ref("ServiceAccepted"))},
+                                     **_errors(*_AUTHED, "404")}},
+        },
+        f"{base}/{{name}}/logs": {
+            "parameters": _path_name("service"),
+            "get": {"operationId": "serviceLogs",
+                    "summary": "Log lines of the current revision's containers",
+                    "description": "Plain text, each line prefixed with `<container> | ` "
+                                   "when there are several. With `follow`, streamed until "
+                                   "the containers stop or the client goes away.",
+                    "parameters": [
+                        _query("tail", {"anyOf": [
+                            {"type": "integer", "minimum": 0, "maximum": svc_api.MAX_TAIL},
+                            {"type": "string", "enum": ["all"]}],
+                            "default": svc_api.DEFAULT_TAIL}, "Lines from the end, or `all`."),
+                        _query("follow", {"type": "string",
+                                          "enum": list(svc_api.FOLLOW_CHOICES)},
+                               "Keep streaming new lines."),
+                        _query("container", {"type": "string", "pattern": ID_PATTERN},
+                               "Only this container (a name from the service's detail).")],
+                    "responses": {"200": {"description": "Log lines",
+                                          "content": {"text/plain": {
+                                              "schema": {"type": "string"}}}},
+                                  **_errors(*_AUTHED, "404")}},
+        },
+    }
+    for action, summary in (("start", "Start a stopped service"),
+                            ("stop", "Stop a service's containers (kept for a start)"),
+                            ("restart", "Restart the containers one by one")):
+        paths[f"{base}/{{name}}/{action}"] = {
+            "parameters": _path_name("service"),
+            "post": _action(f"{action}Service", summary, "ServiceAccepted")}
+    paths[f"{base}/{{name}}/redeploy"] = {
+        "parameters": _path_name("service"),
+        "post": _action("redeployService", "Roll out a new revision, optionally changed",
+                        "ServiceAccepted", "ServiceRedeploy")}
+    paths[f"{base}/{{name}}/scale"] = {
+        "parameters": _path_name("service"),
+        "post": _action("scaleService", "Change the number of replicas", "ServiceAccepted",
+                        "ServiceScale", required=True)}
+    return paths
+
+
+def _get(operation_id: str, summary: str, schema: str, *, admin: bool = False,
+         parameters: list | None = None) -> dict:
+    op = {"operationId": operation_id, "summary": summary + (" (admin)" if admin else ""),
+          "responses": {"200": {"description": summary, "content": _json(_ref(schema))},
+                        **_errors(*_AUTHED, *(("403",) if admin else ()))}}
+    if parameters:
+        op["parameters"] = parameters
+    return op
+
+
+def _observability_paths() -> dict:
+    window = _query("window", {"type": "string", "enum": list(WINDOW_CHOICES),
+                               "default": "5m"},
+                    "Rolling window, or `total` since the start.")
+    host = _query("host", {"type": "string", "maxLength": 253}, "Only this router (host).")
+    base = "/api/v1/orchestrator"
+    return {
+        f"{base}/metrics": {"get": _get(
+            "metrics", "Request metrics per router (host) and per service (upstream)",
+            "Metrics", parameters=[window, host])},
+        f"{base}/metrics/series": {"get": _get(
+            "metricsSeries", "Per-minute requests, errors and latency, for charts",
+            "MetricsSeries", parameters=[
+                host, _query("minutes", {"type": "integer", "minimum": 1, "maximum": 60,
+                                         "default": 30}, "How many minutes, up to now.")])},
+        f"{base}/alerts": {"get": _get(
+            "listAlerts", "Active alerts, or the history", "AlertList", admin=True,
+            parameters=[
+                _query("state", {"type": "string", "enum": list(ALERT_STATES),
+                                 "default": "active"}, "`all`: the history, newest first."),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000,
+                                 "default": 100}, "History size.")])},
+        f"{base}/alerts/{{alert_id}}/ack": {
+            "parameters": [{"name": "alert_id", "in": "path", "required": True,
+                            "schema": {"type": "string", "pattern": ID_PATTERN}}],
+            "post": {"operationId": "acknowledgeAlert",
+                     "summary": "Acknowledge an alert (admin); it fires until it clears",
+                     "requestBody": {"required": False, "content": _json(_ref("NoFields"))},
+                     "responses": {"200": {"description": "The alert",
+                                           "content": _json(_ref("Alert"))},
+                                   **_errors(*_AUTHED, "403", "404", "413", "415")}},
+        },
+        f"{base}/alert-rules": {
+            "get": _get("alertRules", "Effective alert rules and each layer", "AlertRules",
+                        admin=True),
+            "put": {"operationId": "setAlertRules",
+                    "summary": "Replace the API's override layer of the alert rules (admin)",
+                    "requestBody": {"required": True,
+                                    "content": _json(_ref("AlertRulesLayer"))},
+                    "responses": {"200": {"description": "The rules now",
+                                          "content": _json(_ref("AlertRules"))},
+                                  **_errors(*_AUTHED, "403", "413", "415")}},
+        },
+        f"{base}/overview": {"get": _get(
+            "overview", "Everything the dashboard shows, in one request", "Overview",
+            parameters=[_query("window", {"type": "string", "enum": list(OVERVIEW_WINDOWS),
+                                          "default": "1m"}, "Rolling window.")])},
+        "/metrics": {"get": {
+            "operationId": "prometheus",
+            "summary": "Prometheus text exposition (format 0.0.4), cluster-wide",
+            "description": "Needs an admin token unless BERTH_METRICS_PUBLIC=true, which lets "
+                           "a scraper on a trusted network read it without one.",
+            "responses": {"200": {"description": "Metric families",
+                                  "content": {PROMETHEUS_CONTENT_TYPE: {
+                                      "schema": {"type": "string"}}}},
+                          **_errors(*_AUTHED, "403")}}},
+        "/dashboard": {"get": {
+            "operationId": "dashboard",
+            "summary": "The web dashboard (asks for a token in the page)",
+            "security": [],
+            "responses": {"200": {"description": "The page",
+                                  "content": {FILES["index.html"]: {
+                                      "schema": {"type": "string"}}}},
+                          **_errors("400", "405", "500")}}},
+        "/dashboard/{name}": {
+            "parameters": [{"name": "name", "in": "path", "required": True,
+                            "schema": {"type": "string", "enum": list(FILES)}}],
+            "get": {"operationId": "dashboardFile",
+                    "summary": "The dashboard's static files",
+                    "security": [],
+                    "responses": {"200": {"description": "The file",
+                                          "content": {media: {"schema": {"type": "string"}}
+                                                      for media in dict.fromkeys(
+                                                          FILES.values())}},
+                                  **_errors("400", "404", "405", "500")}}},
+    }
+
+
+def _extended(base: str, required: list[str], properties: dict) -> dict:
+    """`base`'s schema with more properties (the detail view of a listed record)."""
+    schema = _MORE_SCHEMAS[base]
+    return {**schema, "required": [*schema["required"], *required],
+            "properties": {**schema["properties"], **properties}}
+
+
+_MORE_SCHEMAS["CertificateDetail"] = _extended("Certificate", ["cert_pem"], {
+    "cert_pem": {"type": "string", "description": "The chain, leaf first (empty until "
+                                                  "issued). Never the private key."}})
+_MORE_SCHEMAS["ServiceDetail"] = _extended("Service", ["containers", "url"], {
+    "url": {"type": "string"},
+    "containers": {
+        "type": ["array", "null"],
+        "description": "Null while the container engine is unreachable.",
+        "items": {"type": "object", "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"},
+            "image": {"type": "string"}, "state": {"type": "string"},
+            "exit_code": {"type": "integer"}, "oom_killed": {"type": "boolean"},
+            "started_at": {"type": "string"}, "finished_at": {"type": "string"},
+            "revision": {"type": "integer"}, "replica": {"type": "integer"},
+            "port": {"type": "integer", "description": "The host port."},
+            "current": {"type": "boolean", "description": "Of the service's current revision."},
+            "health": {"type": ["object", "null"]}}}},
+    "engine_error": {"type": "string", "description": "Only while the engine is unreachable."},
+})
+
+
 def build_document() -> dict:
-    paths = _paths()
+    paths = {**_paths(), **_certificate_paths(), **_service_paths(),
+             **_observability_paths()}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -424,7 +997,7 @@ def build_document() -> dict:
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "description": "A berth API token (brt_...)."}},
-            "schemas": _SCHEMAS,
+            "schemas": {**_SCHEMAS, **_MORE_SCHEMAS},
             "responses": {name: {"description": text, "content": _json(_ref("Error"))}
                           for name, text in _ERROR_RESPONSES.values()},
         },

@@ -13,6 +13,13 @@ so two editors cannot silently overwrite each other (409 on a stale version).
 
 Basic-auth password hashes are never shown: a route's `auth.users` lists the user names.
 Events on `events:route:stream`: route_created, route_updated, route_deleted.
+
+With `auto_certificate`, creating or updating a route also gets its host a certificate:
+one of the owner's that covers the host already, else a new one (`auto-<host>`) whose
+issuance is enqueued under the request's trace id. It is asked for before the route is
+written, so a certificate that cannot be had (409) leaves the route as it was, and a route
+write refused after that leaves a certificate that the retry reuses. Wildcard hosts are
+refused (400): HTTP-01, the only challenge berth answers, cannot validate them.
 """
 
 from __future__ import annotations
@@ -21,10 +28,11 @@ import falcon
 
 from app.api.auth import caller, visible_owner
 from app.api.params import int_param, json_body, query, record_id
-from app.errors import ValidationError
+from app.certificates import CertificateCommands
+from app.errors import Conflict, ValidationError
 from app.events import Publisher
 from app.models import Route, check_int
-from app.stores.routes import RouteStore
+from app.stores.routes import RouteStore, route_key
 
 SOURCE = "api"
 MAX_VERSION = 1 << 53
@@ -45,13 +53,36 @@ def _summary(route: Route, by: str) -> dict:
 
 
 class _Routes:
-    def __init__(self, store: RouteStore, publisher: Publisher | None = None):
+    def __init__(self, store: RouteStore, publisher: Publisher | None,
+                 certificates: CertificateCommands):
         self.store = store
         self.publisher = publisher
+        self.certificates = certificates
 
-    def _emit(self, kind: str, route: Route, req: falcon.Request) -> None:
+    def _emit(self, kind: str, route: Route, req: falcon.Request,
+              certificate: str | None = None) -> None:
         if self.publisher is not None:
-            self.publisher.emit("route", kind, SOURCE, route.id, _summary(route, caller(req).id))
+            data = _summary(route, caller(req).id)
+            if certificate:
+                data["certificate"] = certificate
+            self.publisher.emit("route", kind, SOURCE, route.id, data)
+
+    def _certificate(self, route: Route) -> str | None:
+        """The name of the certificate serving the route's host, when it asks for one."""
+        if not route.auto_certificate:
+            return None
+        if route.host.startswith("*."):
+            raise ValidationError(
+                f"auto_certificate cannot be used with the wildcard host {route.host}: "
+                "ACME HTTP-01 cannot validate wildcard names; give the route an exact host",
+                field="auto_certificate")
+        # The store would refuse a host and path routed already; refuse it before a
+        # certificate is asked for on behalf of a route that will not exist.
+        holder = self.store.lookup("host_path", route_key(route))
+        if holder is not None and holder != route.id:
+            raise Conflict(f"{route.host} {route.path_prefix} is already routed by route "
+                           f"{holder}", field="host")
+        return self.certificates.for_route_host(route.host, route.owner).id
 
     def _find(self, req: falcon.Request, route_id: str) -> Route:
         """The route if the caller may see it; NotFound (404) otherwise."""
@@ -68,8 +99,10 @@ class RoutesResource(_Routes):
         payload = json_body(req)
         if isinstance(payload, dict) and "version" in payload:
             raise ValidationError("version is set by the server", field="version")
-        route = self.store.create(RouteStore.new(caller(req).owner, Route.clean(payload)))
-        self._emit("route_created", route, req)
+        route = RouteStore.new(caller(req).owner, Route.clean(payload))
+        certificate = self._certificate(route)
+        route = self.store.create(route)
+        self._emit("route_created", route, req, certificate)
         resp.status = falcon.HTTP_201
         resp.location = f"/api/v1/routes/{route.id}"
         resp.media = view(route)
@@ -90,9 +123,10 @@ class RouteResource(_Routes):
         changes = Route.clean(payload, partial=True)
         if not changes:
             raise ValidationError("nothing to change: send the fields to update")
-        route = self._find(req, route_id)
-        updated = self.store.update(route.replace(**changes), expected_version=version)
-        self._emit("route_updated", updated, req)
+        route = self._find(req, route_id).replace(**changes)
+        certificate = self._certificate(route)
+        updated = self.store.update(route, expected_version=version)
+        self._emit("route_updated", updated, req, certificate)
         resp.media = view(updated)
 
     def on_delete(self, req: falcon.Request, resp: falcon.Response, route_id: str) -> None:

@@ -25,8 +25,13 @@ import falcon
 from app.api.auth import caller, is_admin, visible_owner
 from app.api.params import choice_param, int_param, json_body, no_fields, query, record_id
 from app.errors import Forbidden, Unavailable, ValidationError
-from app.models import Service, check_name
+from app.models import Service, check_int, check_name
 from app.services import ServiceCommands
+
+LIST_PARAMS = ("offset", "limit")
+LOGS_PARAMS = ("tail", "follow", "container")
+MAX_TAIL, DEFAULT_TAIL = 100_000, 100
+FOLLOW_CHOICES = ("true", "false", "1", "0")
 
 
 def _find(commands: ServiceCommands, req: falcon.Request, name: str) -> Service:
@@ -44,7 +49,7 @@ class ServicesResource:
         self.commands = commands
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        params = query(req, ("offset", "limit"))
+        params = query(req, LIST_PARAMS)
         offset = int_param(params, "offset", 0, 1_000_000, 0)
         limit = int_param(params, "limit", 1, 1000, 100)
         services = self.commands.store.list(owner=visible_owner(req), offset=offset,
@@ -96,19 +101,21 @@ class ServiceActionResource:
         self.action = action
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
+        # The body is checked before the lookup: malformed input is a 400 whether or not
+        # the service exists.
         query(req)
-        svc = _find(self.commands, req, name)
         body = json_body(req, required=self.action == "scale")
         if self.action == "scale":
             if not isinstance(body, dict) or set(body) != {"replicas"}:
                 raise ValidationError("the body must be {\"replicas\": N}", field="replicas")
-            svc = self.commands.scale(svc, body["replicas"])
+            replicas = check_int(body["replicas"], "replicas", 1, Service.MAX_REPLICAS)
+            svc = self.commands.scale(_find(self.commands, req, name), replicas)
         elif self.action == "redeploy":
             changes = Service.clean(body or {}, allowed=Service.REDEPLOY_FIELDS, partial=True)
-            svc = self.commands.redeploy(svc, changes)
+            svc = self.commands.redeploy(_find(self.commands, req, name), changes)
         else:
             no_fields(body)
-            svc = getattr(self.commands, self.action)(svc)
+            svc = getattr(self.commands, self.action)(_find(self.commands, req, name))
         _accepted(req, resp, svc)
 
 
@@ -120,14 +127,14 @@ class ServiceLogsResource:
         self.commands = commands
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, name: str) -> None:
-        params = query(req, ("tail", "follow", "container"))
-        svc = _find(self.commands, req, name)
-        tail = None if params.get("tail") == "all" else int_param(params, "tail", 0, 100_000,
-                                                                   100)
-        follow = choice_param(params, "follow", ("true", "false", "1", "0")) in ("true", "1")
+        params = query(req, LOGS_PARAMS)
+        tail = None if params.get("tail") == "all" else int_param(params, "tail", 0, MAX_TAIL,
+                                                                   DEFAULT_TAIL)
+        follow = choice_param(params, "follow", FOLLOW_CHOICES) in ("true", "1")
         container = params.get("container")
         if container is not None:
             container = record_id(container, "container")
+        svc = _find(self.commands, req, name)
         lines = self.commands.logs(svc, tail=tail, follow=follow, container=container)
         resp.content_type = "text/plain; charset=utf-8"
         resp.set_header("Cache-Control", "no-store")

@@ -11,13 +11,10 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import pytest
 
 from app.api import create_api
-from app.api.certificates import add_certificate_routes
-from app.certificates import CertificateCommands
 from app.cli import certs as certs_cli
 from app.cli import main as cli_main
 from app.events import Publisher
 from app.settings import Settings
-from app.stores.certificates import CertificateStore
 from app.stores.tokens import TokenStore
 from tests.acme.conftest import process_env, start_worker
 from tests.support.procs import free_port
@@ -40,9 +37,6 @@ def serve_api(settings: Settings, redis_client):
     broker = create_broker(settings)
     publisher = Publisher(redis_client, flush_ms=10)
     app = create_api(settings, redis_client, broker, publisher, sse_ping_s=1)
-    if app._router.find("/api/v1/certificates") is None:  # until create_api mounts them
-        add_certificate_routes(app, CertificateCommands(settings, CertificateStore(redis_client),
-                                                        broker))
     server = make_server("127.0.0.1", free_port(), app, server_class=_ThreadingServer,
                          handler_class=_Quiet)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

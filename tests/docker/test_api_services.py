@@ -11,13 +11,11 @@ import dramatiq
 import pytest
 
 from app import redis as keys
-from app.api.services import add_service_routes
 from app.models import fresh_fields
-from app.services import ServiceCommands
-from app.stores.health import HealthStore
 from app.stores.routes import RouteStore
 from app.stores.services import ServiceStore
 from harness.docker import TEST_LABEL
+from tests.support.api import Api
 from workers import services
 from workers.containers import Engine
 
@@ -31,20 +29,15 @@ def queued(redis_client) -> list[dramatiq.Message]:
     return [dramatiq.Message.decode(r.encode()) for r in raw]
 
 
-def mount(api, redis_client, engine) -> ServiceCommands:
-    commands = ServiceCommands(api.settings, ServiceStore(redis_client), RouteStore(redis_client),
-                               HealthStore(redis_client), api.broker, engine)
-    if api.app._router.find(BASE) is None:  # until create_api mounts them itself
-        add_service_routes(api.app, commands)
-    return commands
-
-
 @pytest.fixture
-def svc_api(api, redis_client, engine):
-    api.commands = mount(api, redis_client, engine)
+def svc_api(service_settings, redis_client, engine):
+    """create_api over the test Redis with the real engine, as the web process builds it."""
+    api = Api(service_settings, redis_client, engine=engine)
+    api.store = ServiceStore(redis_client)
     api.alice = api.token("user", "alice")
     api.bob = api.token("user", "bob")
-    return api
+    yield api
+    api.close()
 
 
 def create(api, secret, name="web", **extra):
@@ -109,7 +102,7 @@ def test_users_see_and_command_only_their_services(svc_api):
 
 def test_commands_update_the_record_and_enqueue(svc_api, redis_client):
     create(svc_api, svc_api.alice)
-    store = svc_api.commands.store
+    store = svc_api.store
     store.update(store.get("web").replace(status="running"))
     scaled = svc_api.post(f"{BASE}/web/scale", svc_api.alice, json={"replicas": 3})
     assert scaled.status_code == 202 and scaled.json["service"]["replicas"] == 3
@@ -135,17 +128,18 @@ def test_commands_update_the_record_and_enqueue(svc_api, redis_client):
 
 def test_stopped_services_are_not_scaled_or_redeployed(svc_api):
     create(svc_api, svc_api.alice)
-    store = svc_api.commands.store
+    store = svc_api.store
     store.update(store.get("web").replace(status="stopped"))
     answer = svc_api.post(f"{BASE}/web/scale", svc_api.alice, json={"replicas": 2})
     assert answer.status_code == 409 and "start it first" in answer.json["description"]
     assert svc_api.post(f"{BASE}/web/redeploy", svc_api.alice).status_code == 409
 
 
-def test_an_unreachable_engine_is_a_clear_503_and_nothing_else_breaks(api, redis_client,
-                                                                      tmp_path):
+def test_an_unreachable_engine_is_a_clear_503_and_nothing_else_breaks(settings, redis_client,
+                                                                      tmp_path, request):
     down = Engine(f"unix://{tmp_path}/docker.sock", timeout=1)
-    mount(api, redis_client, down)
+    api = Api(settings, redis_client, engine=down)
+    request.addfinalizer(api.close)
     answer = create(api, api.admin)
     assert answer.status_code == 503
     assert "unreachable" in answer.json["description"]

@@ -1,4 +1,5 @@
-"""The real web process (with the observability routes) and consumer process, for e2e tests."""
+"""The real web process (`app.api.wsgi:app`, which serves the metrics API, /metrics and the
+dashboard) and the real consumer process, for e2e tests."""
 
 from __future__ import annotations
 
@@ -9,18 +10,10 @@ from pathlib import Path
 
 from app.models import Route
 from app.stores.routes import RouteStore
-from tests.support.procs import VENV_BIN, Proc, free_port, wait_for_port
+from tests.support.api import start_web
+from tests.support.procs import Proc
 
-
-def start_web(redis_url: str, log_dir: Path, env: dict | None = None) -> tuple[Proc, str]:
-    """gunicorn (gevent) serving tests/support/observability_web.py on a free port."""
-    port = free_port()
-    proc = Proc([str(VENV_BIN / "gunicorn"), "-c", "app/api/gunicorn_conf.py",
-                 "tests.support.observability_web:app"], log_dir / f"web-{port}.log",
-                env={"REDIS_URL": redis_url, "BERTH_WEB_PORT": str(port),
-                     "BERTH_BIND_HOST": "127.0.0.1", "BERTH_LOG_FORMAT": "text", **(env or {})})
-    wait_for_port(port, timeout=20, proc=proc.popen)
-    return proc, f"http://127.0.0.1:{port}"
+__all__ = ["serve_route", "start_consumer", "start_web"]
 
 
 def start_consumer(redis_url: str, log_path: Path, env: dict | None = None) -> Proc:

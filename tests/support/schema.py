@@ -1,6 +1,7 @@
 """A small JSON Schema checker for the subset the OpenAPI document uses, so tests can hold real
 responses against the documented schemas: type (also lists of types), required, properties,
-additionalProperties, items, enum, pattern, minLength/maxLength, minimum/maximum, $ref."""
+additionalProperties, items, enum, anyOf, pattern, minLength/maxLength, minimum/maximum,
+$ref."""
 
 from __future__ import annotations
 
@@ -35,6 +36,9 @@ def errors(document: dict, schema: dict, value, where: str = "$") -> list[str]:
         allowed = types if isinstance(types, list) else [types]
         if not any(_TYPES[t](value) for t in allowed):
             return [f"{where}: {value!r} is not of type {types}"]
+    if "anyOf" in schema and all(errors(document, option, value, where)
+                                 for option in schema["anyOf"]):
+        found.append(f"{where}: {value!r} matches none of {schema['anyOf']}")
     if "enum" in schema and value not in schema["enum"]:
         found.append(f"{where}: {value!r} not in {schema['enum']}")
     if isinstance(value, str):
