@@ -602,4 +602,5 @@ def test_cli_against_stub_api_events_tail_prints_one_line_per_event_for_people(s
 def test_cli_help_lists_the_commands():
     result = run_cli("--help")
     assert result.returncode == 0
-    assert all(noun in result.stdout for noun in ("status", "tokens", "events"))
+    assert all(noun in result.stdout for noun in ("status", "routes", "services", "certs",
+                                                  "metrics", "alerts", "tokens", "events"))

@@ -11,13 +11,11 @@ import time
 from urllib.parse import quote
 
 from app.cli.client import ApiClient, Reply
-from app.cli.errors import CliError
-from app.cli.output import ago, clean, emit_json, say, table, when
-from app.cli.sse import follow_events
+from app.cli.output import ago, clean, emit_json, pairs, say, table, when
+from app.cli.waiting import event_text, follow_command, since, wait_options
 from app.models import Certificate
 
 CERTS_PATH = "/api/v1/certificates"
-WAIT_TIMEOUT_S = 300.0
 # Terminal events of each command, and which of them mean success.
 DONE = {"issue": {"ready"}, "renew": {"renewed", "ready"}, "revoke": {"revoked"},
         "rm": {"deleted"}, "convert": {"renewed", "ready"}}
@@ -30,12 +28,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     certs = commands.add_parser("certs", help="request, renew, revoke and list certificates",
                                 description="TLS certificates obtained over ACME (HTTP-01).")
     verbs = certs.add_subparsers(dest="verb", metavar="VERB", required=True)
-    waiting = argparse.ArgumentParser(add_help=False)
-    waiting.add_argument("--wait", action="store_true",
-                         help="follow the command's events until it is done or failed")
-    waiting.add_argument("--wait-timeout", type=float, default=WAIT_TIMEOUT_S,
-                         metavar="SECONDS", help=f"give up waiting after SECONDS "
-                                                 f"(default: {WAIT_TIMEOUT_S:g})")
+    waiting = wait_options()
 
     issue = verbs.add_parser("issue", parents=[common, waiting],
                              help="request a certificate for one or more names")
@@ -72,24 +65,19 @@ def _path(name: str) -> str:
     return f"{CERTS_PATH}/{quote(name, safe='')}"
 
 
-def _since() -> str:
-    """A stream position safely before the command (events are keyed by the server's clock)."""
-    return str(int(time.time() * 1000) - 60_000)
-
-
 def issue_cert(args: argparse.Namespace, client: ApiClient) -> int:
     body: dict = {"name": args.name, "domains": args.domains}
     if args.directory:
         body["directory"] = args.directory
     if args.key_type:
         body["key_type"] = args.key_type
-    since = _since()
+    start = since()
     reply = client.post(CERTS_PATH, body)
-    return _accepted(args, client, reply, "issue", since)
+    return _accepted(args, client, reply, "issue", start)
 
 
 def act_on_cert(args: argparse.Namespace, client: ApiClient) -> int:
-    since = _since()
+    start = since()
     if args.action == "rm":
         reply = client.delete(_path(args.name))
     elif args.action == "revoke":
@@ -98,10 +86,10 @@ def act_on_cert(args: argparse.Namespace, client: ApiClient) -> int:
         reply = client.post(f"{_path(args.name)}/convert-to-production", None)
     else:
         reply = client.post(f"{_path(args.name)}/renew", None)
-    return _accepted(args, client, reply, args.action, since)
+    return _accepted(args, client, reply, args.action, start)
 
 
-def _accepted(args, client: ApiClient, reply: Reply, action: str, since: str) -> int:
+def _accepted(args, client: ApiClient, reply: Reply, action: str, start: str) -> int:
     cert, trace_id = reply.data["certificate"], reply.data.get("trace_id") or reply.trace_id
     if not args.wait:
         if args.json:
@@ -111,22 +99,16 @@ def _accepted(args, client: ApiClient, reply: Reply, action: str, since: str) ->
                       f"({', '.join(cert.get('domains') or [])})"))
             say(f"trace: {trace_id}  (follow: berth events tail --trace {trace_id})")
         return 0
-    last = None
-    for event in follow_events(client, trace_id=trace_id, stream="certificate",
-                               since=since, until=DONE[action] | FAILED,
-                               timeout=args.wait_timeout):
-        last = event
-        if args.json:
-            emit_json(event, lines=True)
-        else:
-            data = event.get("data") or {}
-            detail = data.get("error") or data.get("reason") or ""
-            say(clean(f"{event.get('type')}: {event.get('subject')} {detail}".rstrip()))
-    if last is not None and last.get("type") in DONE[action]:
-        return 0
-    data = (last or {}).get("data") or {}
-    raise CliError("Certificate not obtained" if action != "rm" else "Not deleted",
-                   f"{data.get('error') or (last or {}).get('type')} (trace {trace_id})")
+    follow_command(client, args, trace_id, stream="certificate", start=start,
+                   done=DONE[action], failed=FAILED,
+                   failure="Certificate not obtained" if action != "rm" else "Not deleted",
+                   describe=_describe)
+    return 0
+
+
+def _describe(event: dict) -> str:
+    data = event.get("data") or {}
+    return event_text(event, data.get("error") or data.get("reason") or "")
 
 
 def list_certs(args: argparse.Namespace, client: ApiClient) -> int:
@@ -172,7 +154,5 @@ def show_cert(args: argparse.Namespace, client: ApiClient) -> int:
         ("last error at", ago(time.time() - cert["last_error_at"])
          if cert.get("last_error_at") else None),
     ]
-    width = max(len(k) for k, _ in rows)
-    for key, value in rows:
-        say(clean(f"{key.ljust(width)}  {value if value is not None else '-'}"))
+    say(pairs(rows))
     return 0

@@ -80,8 +80,11 @@ class ApiClient:
     def post(self, path: str, body: Any) -> Reply:
         return self.request("POST", path, body=body)
 
-    def delete(self, path: str) -> Reply:
-        return self.request("DELETE", path)
+    def patch(self, path: str, body: Any) -> Reply:
+        return self.request("PATCH", path, body=body)
+
+    def delete(self, path: str, params: Mapping[str, Any] | None = None) -> Reply:
+        return self.request("DELETE", path, params=params)
 
     def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                 body: Any = None) -> Reply:
@@ -97,22 +100,25 @@ class ApiClient:
 
     @contextlib.contextmanager
     def stream(self, path: str, *, params: Mapping[str, Any] | None = None,
-               headers: Mapping[str, str] | None = None,
-               read_timeout: float) -> Iterator[Iterator[bytes]]:
-        """Open a Server-Sent Events stream; yields an iterator over its raw bytes as they
-        arrive. A read waiting longer than `read_timeout`, or a dropped connection, raises
-        ConnectionFailed from that iterator."""
-        headers = {"Accept": "text/event-stream", "Accept-Encoding": "identity",
+               headers: Mapping[str, str] | None = None, read_timeout: float | None,
+               kind: str = "text/event-stream") -> Iterator[Iterator[bytes]]:
+        """Open a streamed answer of content type `kind` (by default a Server-Sent Events
+        stream); yields an iterator over its raw bytes as they arrive. A read waiting longer
+        than `read_timeout` (None: no limit, e.g. a quiet log being followed), or a dropped
+        connection, raises ConnectionFailed from that iterator."""
+        headers = {"Accept": kind, "Accept-Encoding": "identity",
                    "Cache-Control": "no-cache", **(headers or {})}
         response, trace_id = self._send("GET", path, params=params, headers=headers,
-                                        stream=True, read_timeout=read_timeout)
+                                        stream=True, read_timeout=read_timeout,
+                                        forever=read_timeout is None)
         with response:
             self._check(response, "GET", path, trace_id)
-            kind = response.headers.get("Content-Type", "")
-            if not kind.startswith("text/event-stream"):
+            answered = response.headers.get("Content-Type", "")
+            if not answered.startswith(kind):
+                what = "an event stream" if kind == "text/event-stream" else kind
                 raise BadResponse("Bad response",
-                                  f"GET {path} answered {kind or 'no content type'}, "
-                                  "not an event stream")
+                                  f"GET {path} answered {answered or 'no content type'}, "
+                                  f"not {what}")
             yield self._chunks(response)
 
     def _chunks(self, response: requests.Response) -> Iterator[bytes]:
@@ -126,17 +132,18 @@ class ApiClient:
     # -- internals -----------------------------------------------------------------------
 
     def _send(self, method: str, path: str, *, params=None, body=None, headers=None,
-              stream: bool = False, read_timeout: float | None = None
+              stream: bool = False, read_timeout: float | None = None, forever: bool = False
               ) -> tuple[requests.Response, str]:
         trace_id = new_trace_id()
         all_headers = {"traceparent": format_traceparent(trace_id), "User-Agent": "berth-cli",
                        "Accept": "application/json", **(headers or {})}
         read = self.timeout if read_timeout is None else read_timeout
+        connect = min(CONNECT_TIMEOUT_S, read)
         try:
             response = self._session.request(
                 method, self.base_url + path, json=body, headers=all_headers,
                 params={k: v for k, v in (params or {}).items() if v is not None},
-                auth=self._auth, timeout=(min(CONNECT_TIMEOUT_S, read), read),
+                auth=self._auth, timeout=(connect, None if forever else read),
                 stream=stream, allow_redirects=False)
         except requests.ConnectTimeout as ex:
             raise ConnectionFailed("Cannot connect",

@@ -39,6 +39,12 @@ class ApiError(CliError):
         self.field = field
         self.trace_id = trace_id
 
+    def line(self) -> str:
+        """Names the field at fault when the API's description does not already."""
+        if self.field and self.field not in self.description:
+            return clean(f"berth: {self.title}: {self.description} (field {self.field})")
+        return super().line()
+
 
 class ConnectionFailed(CliError):
     pass

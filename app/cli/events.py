@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from app.cli.args import positive_int
 from app.cli.client import ApiClient
 from app.cli.output import clean, emit_json, say, short, stamp, warn
 from app.cli.sse import RETRIES, follow_events
@@ -37,7 +38,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
 
     listing = verbs.add_parser("list", parents=[common, filters],
                                help="one page of past events, newest first")
-    listing.add_argument("--limit", type=_positive_int, default=50,
+    listing.add_argument("--limit", type=positive_int, default=50,
                          help="events on the page (default: 50)")
     listing.add_argument("--before", metavar="ID", help="the page older than this event id")
     listing.set_defaults(func=list_events)
@@ -48,12 +49,6 @@ def _trace_id(value: str) -> str:
     if not valid_trace_id(value):
         raise argparse.ArgumentTypeError(f"{value!r} is not a trace id (32 hex digits)")
     return value
-
-
-def _positive_int(value: str) -> int:
-    if not value.isdigit() or int(value) < 1:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive integer")
-    return int(value)
 
 
 def short_stream(name: object) -> str:

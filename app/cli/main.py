@@ -10,26 +10,17 @@ import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from app.cli import events, status, tokens
+from app.cli import alerts, certs, events, metrics, routes, services, status, tokens
+from app.cli.args import positive_float
 from app.cli.client import DEFAULT_TIMEOUT_S, DEFAULT_URL, ApiClient
 from app.cli.errors import CliError, UsageError
 from app.cli.output import clean
 from app.logs import redact
 
-NOUNS = (status, tokens, events)
+NOUNS = (status, routes, services, certs, metrics, alerts, tokens, events)
 
 TOKEN_FILE = Path(".berth/admin-token")  # written by `make run`
 _CHECKOUT = Path(__file__).resolve().parents[2]
-
-
-def _positive_float(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if not 0 < number < float("inf"):
-        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of seconds")
-    return number
 
 
 def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
@@ -49,7 +40,7 @@ def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     group.add_argument("--json", action="store_true",
                        default=argparse.SUPPRESS if suppress else False,
                        help="print JSON for scripts instead of text for people")
-    group.add_argument("--timeout", default=unset, type=_positive_float, metavar="SECONDS",
+    group.add_argument("--timeout", default=unset, type=positive_float, metavar="SECONDS",
                        help=f"give up on an answer after SECONDS (default: {DEFAULT_TIMEOUT_S:g})")
 
 

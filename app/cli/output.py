@@ -56,6 +56,13 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]], indent: str 
     return "\n".join([line(list(headers))] + [line(r) for r in cells])
 
 
+def pairs(rows: Sequence[tuple[str, object]]) -> str:
+    """One `key  value` line per row, the values aligned; None shows as "-"."""
+    width = max(len(key) for key, _ in rows)
+    return "\n".join(clean(f"{key.ljust(width)}  {'-' if value is None else value}")
+                     for key, value in rows)
+
+
 def number(value: float | None, unit: str = "", digits: int = 1) -> str | None:
     return None if value is None else f"{value:.{digits}f}{unit}"
 

@@ -90,3 +90,46 @@ def test_certs_issue_wait_list_show_rm(cli, capsys, redis_server, redis_client, 
         raise
     finally:
         worker.stop()
+
+
+def test_certs_and_auto_certificate_routes_as_a_user_runs_berth_against_the_web_process(
+        redis_server, redis_client, pebble, proxy, tmp_path):
+    """`./berth` against the real web process and worker: `certs issue --wait`, then a route
+    added with --auto-certificate gets its host a certificate of its own."""
+    import json
+
+    from harness.procs import wait_until
+    from tests.support.api import start_web
+    from tests.support.cli import run_berth
+
+    env = process_env(redis_server.url, pebble)
+    worker = start_worker(env, tmp_path / "worker.log")
+    web, url = start_web(redis_server.url, tmp_path, env)
+    try:
+        _token, admin = TokenStore(redis_client).issue(name="ops", scope="admin", owner="ops")
+
+        def berth(*args):
+            return run_berth(*args, url=url, token=admin, timeout=120)
+
+        issued = berth("certs", "issue", "shop", "-d", "shop.example.com", "--wait")
+        assert issued.returncode == 0, issued.stderr
+        assert issued.stdout.splitlines()[-1] == "ready: shop"
+
+        added = berth("routes", "add", "api.example.com", "--target", "http://127.0.0.1:9",
+                      "--auto-certificate")
+        assert added.returncode == 0, added.stderr
+
+        def active(name):
+            shown = berth("certs", "show", name, "--json")
+            return shown.returncode == 0 and json.loads(shown.stdout)["status"] == "active"
+
+        wait_until(lambda: active("auto-api-example-com"), timeout=60,
+                   what="the route's certificate active")
+        listing = berth("certs", "list").stdout
+        assert "auto-api-example-com" in listing and "api.example.com" in listing
+    except BaseException:
+        print(worker.output(), web.output())
+        raise
+    finally:
+        web.stop()
+        worker.stop()
