@@ -1,22 +1,22 @@
-"""The HTTP client of the command line: one per run, over one requests Session.
+"""The HTTP client of the command line, on the standard library's http.client (importing
+requests would cost a tenth of a second on every command).
 
 Every request carries a fresh W3C `traceparent` (so each command is one trace the user can
 follow with `berth events tail --trace ID`) and, when there is one, the bearer token. Every
-failure leaves this module as a CliError subclass (see app/cli/errors.py), never as a requests
-or urllib3 exception.
+failure leaves this module as a CliError subclass (see app/cli/errors.py), never as an
+http.client or socket exception.
 """
 
 from __future__ import annotations
 
 import contextlib
+import http.client
+import json
+import ssl
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
-
-import requests
-import urllib3
-from requests.auth import AuthBase
+from urllib.parse import urlencode, urlsplit
 
 from app.cli.errors import ApiError, BadResponse, ConnectionFailed, UsageError
 from app.tracing import format_traceparent, new_trace_id
@@ -34,17 +34,6 @@ class Reply:
     trace_id: str
 
 
-class _Bearer(AuthBase):
-    """Set as `auth` so requests never replaces the header with credentials from ~/.netrc."""
-
-    def __init__(self, secret: str):
-        self.secret = secret
-
-    def __call__(self, request):
-        request.headers["Authorization"] = f"Bearer {self.secret}"
-        return request
-
-
 def _reason(ex: BaseException) -> str:
     """The most specific cause of a network error: `connection refused`, `timed out`..."""
     seen: set[int] = set()
@@ -56,21 +45,31 @@ def _reason(ex: BaseException) -> str:
         seen.add(id(err))
         if isinstance(err, OSError) and err.strerror:
             return err.strerror[0].lower() + err.strerror[1:]
-        pending += [e for e in (*getattr(err, "args", ()), getattr(err, "reason", None),
-                                err.__cause__, err.__context__) if isinstance(e, BaseException)]
+        pending += [e for e in (*getattr(err, "args", ()), err.__cause__, err.__context__)
+                    if isinstance(e, BaseException)]
     return str(ex) or type(ex).__name__
+
+
+def _content_type(response: http.client.HTTPResponse) -> str:
+    return response.getheader("Content-Type") or "no content type"
 
 
 class ApiClient:
     def __init__(self, base_url: str, token: str | None = None, *,
-                 timeout: float = DEFAULT_TIMEOUT_S, session: requests.Session | None = None):
+                 timeout: float = DEFAULT_TIMEOUT_S):
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UsageError("Invalid URL", f"{base_url!r}: expected http(s)://host[:port]")
+        try:
+            self._port = parts.port
+        except ValueError:
+            raise UsageError("Invalid URL", f"{base_url!r}: the port is not a number") from None
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        self._auth = _Bearer(token) if token else None
-        self._session = session or requests.Session()
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._prefix = parts.path.rstrip("/")
+        self._token = token
 
     # -- plain requests ------------------------------------------------------------------
 
@@ -89,12 +88,13 @@ class ApiClient:
     def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                 body: Any = None) -> Reply:
         """Send one request and return its decoded JSON; raise ApiError on 4xx/5xx."""
-        response, trace_id = self._send(method, path, params=params, body=body)
-        with response:
-            self._check(response, method, path, trace_id)
-            if response.status_code == 204 or not response.content:
-                return Reply(response.status_code, None, trace_id)
-            return Reply(response.status_code, self._json(response, method, path), trace_id)
+        with self._send(method, path, params=params, body=body) as (response, trace_id):
+            content = self._read(response, method, path)
+            self._check(response, content, method, path, trace_id)
+            if response.status == 204 or not content:
+                return Reply(response.status, None, trace_id)
+            return Reply(response.status, self._json(response, content, method, path),
+                         trace_id)
 
     # -- streams -------------------------------------------------------------------------
 
@@ -108,12 +108,11 @@ class ApiClient:
         connection, raises ConnectionFailed from that iterator."""
         headers = {"Accept": kind, "Accept-Encoding": "identity",
                    "Cache-Control": "no-cache", **(headers or {})}
-        response, trace_id = self._send("GET", path, params=params, headers=headers,
-                                        stream=True, read_timeout=read_timeout,
-                                        forever=read_timeout is None)
-        with response:
-            self._check(response, "GET", path, trace_id)
-            answered = response.headers.get("Content-Type", "")
+        with self._send("GET", path, params=params, headers=headers, read_timeout=read_timeout,
+                        forever=read_timeout is None) as (response, trace_id):
+            if response.status >= 300:
+                self._check(response, self._read(response, "GET", path), "GET", path, trace_id)
+            answered = response.getheader("Content-Type") or ""
             if not answered.startswith(kind):
                 what = "an event stream" if kind == "text/event-stream" else kind
                 raise BadResponse("Bad response",
@@ -121,71 +120,103 @@ class ApiClient:
                                   f"not {what}")
             yield self._chunks(response)
 
-    def _chunks(self, response: requests.Response) -> Iterator[bytes]:
+    def _chunks(self, response: http.client.HTTPResponse) -> Iterator[bytes]:
         # read1 returns what has arrived (chunked or not) instead of waiting for a full buffer.
         try:
-            while chunk := response.raw.read1(_STREAM_CHUNK):
+            while chunk := response.read1(_STREAM_CHUNK):
                 yield chunk
-        except (urllib3.exceptions.HTTPError, requests.RequestException, OSError) as ex:
+        except (http.client.HTTPException, OSError) as ex:
             raise ConnectionFailed("Connection lost", f"{self.base_url}: {_reason(ex)}") from ex
 
     # -- internals -----------------------------------------------------------------------
 
+    def _connection(self, connect_timeout: float) -> http.client.HTTPConnection:
+        if self._https:
+            return http.client.HTTPSConnection(self._host, self._port, timeout=connect_timeout,
+                                               context=ssl.create_default_context())
+        return http.client.HTTPConnection(self._host, self._port, timeout=connect_timeout)
+
+    @contextlib.contextmanager
     def _send(self, method: str, path: str, *, params=None, body=None, headers=None,
-              stream: bool = False, read_timeout: float | None = None, forever: bool = False
-              ) -> tuple[requests.Response, str]:
+              read_timeout: float | None = None, forever: bool = False
+              ) -> Iterator[tuple[http.client.HTTPResponse, str]]:
+        """One request on its own connection (closed on exit): (response, trace id)."""
         trace_id = new_trace_id()
         all_headers = {"traceparent": format_traceparent(trace_id), "User-Agent": "berth-cli",
                        "Accept": "application/json", **(headers or {})}
+        if self._token:
+            all_headers["Authorization"] = f"Bearer {self._token}"
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode()
+            all_headers["Content-Type"] = "application/json"
+        query = urlencode({k: v for k, v in (params or {}).items() if v is not None},
+                          doseq=True)
+        target = self._prefix + path + (f"?{query}" if query else "")
         read = self.timeout if read_timeout is None else read_timeout
         connect = min(CONNECT_TIMEOUT_S, read)
+        conn = self._connection(connect)
         try:
-            response = self._session.request(
-                method, self.base_url + path, json=body, headers=all_headers,
-                params={k: v for k, v in (params or {}).items() if v is not None},
-                auth=self._auth, timeout=(connect, None if forever else read),
-                stream=stream, allow_redirects=False)
-        except requests.ConnectTimeout as ex:
-            raise ConnectionFailed("Cannot connect",
-                                   f"{self.base_url}: no connection after "
-                                   f"{min(CONNECT_TIMEOUT_S, read):g}s") from ex
-        except requests.ConnectionError as ex:
-            raise ConnectionFailed("Cannot connect", f"{self.base_url}: {_reason(ex)}") from ex
-        except requests.Timeout as ex:
-            raise ConnectionFailed("Timed out",
-                                   f"{method} {path}: no answer after {read:g}s") from ex
-        except requests.RequestException as ex:
-            raise ConnectionFailed("Request failed", f"{method} {path}: {_reason(ex)}") from ex
-        return response, response.headers.get("X-Trace-Id") or trace_id
+            try:
+                conn.connect()
+            except TimeoutError as ex:
+                raise ConnectionFailed("Cannot connect", f"{self.base_url}: no connection "
+                                                         f"after {connect:g}s") from ex
+            except (OSError, http.client.HTTPException) as ex:
+                raise ConnectionFailed("Cannot connect",
+                                       f"{self.base_url}: {_reason(ex)}") from ex
+            conn.sock.settimeout(None if forever else read)
+            try:
+                conn.request(method, target, body=payload, headers=all_headers)
+                response = conn.getresponse()
+            except TimeoutError as ex:
+                raise ConnectionFailed("Timed out",
+                                       f"{method} {path}: no answer after {read:g}s") from ex
+            except (OSError, http.client.HTTPException) as ex:
+                raise ConnectionFailed("Request failed",
+                                       f"{method} {path}: {_reason(ex)}") from ex
+            yield response, response.getheader("X-Trace-Id") or trace_id
+        finally:
+            conn.close()
 
-    def _check(self, response: requests.Response, method: str, path: str,
-               trace_id: str) -> None:
-        status = response.status_code
+    def _read(self, response: http.client.HTTPResponse, method: str, path: str) -> bytes:
+        try:
+            return response.read()
+        except TimeoutError as ex:
+            raise ConnectionFailed("Timed out", f"{method} {path}: the answer stopped "
+                                                f"arriving for {self.timeout:g}s") from ex
+        except (OSError, http.client.HTTPException) as ex:
+            raise ConnectionFailed("Request failed", f"{method} {path}: {_reason(ex)}") from ex
+
+    def _check(self, response: http.client.HTTPResponse, content: bytes, method: str,
+               path: str, trace_id: str) -> None:
+        status = response.status
         if 300 <= status < 400:
-            where = response.headers.get("Location", "elsewhere")
+            where = response.getheader("Location") or "elsewhere"
             raise BadResponse("Redirected", f"{method} {path} answered {status} to {where}; "
                               "check --url or BERTH_URL")
         if status < 400:
             return
         try:
-            body = response.json()
+            body = json.loads(content)
             title, description = body["title"], body["description"]
-        except (ValueError, KeyError, TypeError, requests.RequestException):
+        except (ValueError, KeyError, TypeError):
             # Not the API's error shape (a proxy's page, a crash): status line and trace id.
             title = f"HTTP {status} {response.reason or ''}".strip()
-            kind = response.headers.get("Content-Type") or "no content type"
-            raise ApiError(title, f"{method} {path} answered {kind}, not a JSON error "
-                           f"(trace {trace_id})", status=status, trace_id=trace_id) from None
+            raise ApiError(title, f"{method} {path} answered {_content_type(response)}, not a "
+                           f"JSON error (trace {trace_id})", status=status,
+                           trace_id=trace_id) from None
         if status >= 500:
             description = f"{description} (trace {trace_id})"
         raise ApiError(str(title), str(description), status=status,
                        field=body.get("field"), trace_id=trace_id)
 
-    def _json(self, response: requests.Response, method: str, path: str) -> Any:
+    def _json(self, response: http.client.HTTPResponse, content: bytes, method: str,
+              path: str) -> Any:
         try:
-            return response.json()
-        except (ValueError, requests.RequestException):
-            kind = response.headers.get("Content-Type") or "no content type"
+            return json.loads(content)
+        except ValueError:
             raise BadResponse("Bad response",
-                              f"{method} {path} answered {response.status_code} with {kind}, "
-                              f"not JSON (is {self.base_url} the berth API?)") from None
+                              f"{method} {path} answered {response.status} with "
+                              f"{_content_type(response)}, not JSON (is {self.base_url} the "
+                              "berth API?)") from None
