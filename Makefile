@@ -15,7 +15,7 @@ help:
 	@echo "  make run        start the platform in the foreground (Procfile, local Redis); Ctrl-C stops it"
 	@echo "  make test       run the test suite (fixtures start their own redis, dockerd, pebble)"
 	@echo "  make lint       ruff check"
-	@echo "  make bench      run the benchmarks in bench/ (installs the peers if missing)"
+	@echo "  make bench      run the benchmarks in bench/ (installs the peers if missing; the soak runs on demand)"
 
 bootstrap:
 	@bash scripts/bootstrap.sh
@@ -34,7 +34,7 @@ bench:
 	@set -e; ran=0; \
 	for f in bench/*.py; do \
 		[ -e "$$f" ] || continue; \
-		case "$$(basename "$$f")" in _*|conftest.py) continue ;; esac; \
+		case "$$(basename "$$f")" in _*|conftest.py|soak.py|fixed_rate.py) continue ;; esac; \
 		echo "== $$f"; \
 		PYTHONPATH="$(CURDIR)" $(PYTHON) "$$f"; \
 		ran=1; \

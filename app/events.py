@@ -7,27 +7,36 @@ background thread (a greenlet under gevent) flushes it with one pipelined XADD p
 While Redis is unreachable events stay buffered; past the bound they are dropped and counted,
 and the count is added to a Redis counter once Redis answers again.
 
-The Reader reads a stream through a consumer group and hands each batch to a handler together
-with a MULTI/EXEC pipeline; the Reader adds the XACKs to that same pipeline, so an effect and
-its acknowledgement are applied together or not at all.
+The Reader reads a stream through a consumer group and hands each batch to a handler, which
+records the batch's effects on an `Effects` (redis-py's command methods, recorded as data). One
+Lua script then acknowledges the batch and applies those effects, and does neither when another
+consumer acknowledged any of its entries first: an effect and its acknowledgement land
+together, exactly once, even when a stalled consumer's batch was claimed by another.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from itertools import chain
 
 import redis
+from redis.commands.core import DataAccessCommands, Script, ScriptCommands
 
 from app import redis as keys
+from app.background import ProcessThread
 from app.logs import redact
 from app.tracing import get_trace_id
+
+try:
+    import hiredis  # redis-py's own C accelerator (redis[hiredis])
+except ImportError:  # pragma: no cover - then redis-py packs the commands
+    hiredis = None
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +127,7 @@ class Publisher:
         self._bound = buffer
         self._buffer: deque[tuple[str, Event]] = deque()
         self._wake = threading.Event()
-        self._lock = threading.Lock()
-        self._pid: int | None = None
-        self._thread: threading.Thread | None = None
-        self._closed = False
+        self._flusher = ProcessThread("berth-publisher", self._run)
         self.published = 0
         self.dropped = 0
         self._dropped_unreported = 0
@@ -130,7 +136,7 @@ class Publisher:
     def publish(self, domain: str, event: Event) -> None:
         """Queue `event` for `events:<domain>:stream`. Never blocks, never raises.
         The event is serialised by the flusher: don't mutate its data afterwards."""
-        self._ensure_flusher()
+        self._flusher.ensure_started()
         if len(self._buffer) >= self._bound:
             self.dropped += 1
             self._dropped_unreported += 1
@@ -159,25 +165,14 @@ class Publisher:
         return not self._buffer
 
     def close(self, timeout: float = 5.0) -> None:
+        """Flush, then stop the flusher (a later publish starts it again)."""
         self.flush(timeout)
-        self._closed = True
+        self._flusher.stop()
         self._wake.set()
 
-    def _ensure_flusher(self) -> None:
-        pid = os.getpid()
-        if self._pid == pid:
-            return
-        with self._lock:
-            if self._pid == pid:
-                return
-            self._pid = pid
-            self._closed = False
-            self._thread = threading.Thread(target=self._run, name="berth-publisher", daemon=True)
-            self._thread.start()
-
-    def _run(self) -> None:
+    def _run(self, stop: threading.Event) -> None:
         backoff = 0.0
-        while not self._closed:
+        while not stop.is_set():
             self._wake.wait(backoff or self._flush_s)
             self._wake.clear()
             while self._buffer:
@@ -196,17 +191,44 @@ class Publisher:
 
     def _write_batch(self) -> None:
         batch = [self._buffer[i] for i in range(min(self._batch, len(self._buffer)))]
-        pipe = self._client.pipeline(transaction=False)
-        for stream_key, event in batch:
-            pipe.xadd(stream_key, event.to_fields(), maxlen=self._maxlen, approximate=True)
+        maxlen = str(self._maxlen)
+        commands = [("XADD", stream_key, "MAXLEN", "~", maxlen, "*",
+                      *chain.from_iterable(event.to_fields().items()))
+                     for stream_key, event in batch]
         unreported = self._dropped_unreported
         if unreported:
-            pipe.incrby(keys.EVENTS_DROPPED, unreported)
-        pipe.execute()
+            commands.append(("INCRBY", keys.EVENTS_DROPPED, unreported))
+        _pipeline(self._client, commands)
         self._dropped_unreported -= unreported
         for _ in batch:
             self._buffer.popleft()
         self.published += len(batch)
+
+
+def _pipeline(client: redis.Redis, commands: list[tuple]) -> None:
+    """Send `commands` in one write on one pooled connection and read every reply; raises
+    the first error reply, as a non-transactional pipeline does. The proxy publishes an
+    event per request, and redis-py's Pipeline (a Command object, per-argument encoding and
+    a reply callback per command) cost more than the rest of that event."""
+    pool = client.connection_pool
+    conn = pool.get_connection()
+    errors = []
+    try:
+        packed = (b"".join(map(hiredis.pack_command, commands)) if hiredis is not None
+                  else b"".join(conn.pack_commands(commands)))
+        conn.send_packed_command([packed])
+        for _ in commands:
+            try:
+                conn.read_response()
+            except redis.ResponseError as ex:
+                errors.append(ex)
+    except BaseException:
+        conn.disconnect()  # replies may be left unread: the connection cannot be reused
+        raise
+    finally:
+        pool.release(conn)
+    if errors:
+        raise errors[0]
 
 
 def create_publisher(settings, client: redis.Redis) -> Publisher:
@@ -215,7 +237,98 @@ def create_publisher(settings, client: redis.Redis) -> Publisher:
                      flush_ms=settings.publisher_flush_ms, buffer=settings.publisher_buffer)
 
 
-Handler = Callable[[list[Event], "redis.client.Pipeline"], None]
+class Effects(DataAccessCommands, ScriptCommands):
+    """What a Reader's handler does to Redis for a batch, recorded instead of sent: call
+    redis-py's command methods on it (hincrby, zadd, expireat, xadd, eval of a script's text)
+    and the Reader applies them, in order, in the script that acknowledges the batch. Replies
+    are not available, and one command takes at most ~7,000 arguments (Lua's unpack)."""
+
+    def __init__(self):
+        self.commands: list[tuple] = []
+
+    def execute_command(self, *args, **options):
+        if str(args[0]).upper() == "EVALSHA":
+            raise TypeError("a handler queues eval(script text), not a registered script")
+        self.commands.append(args)
+        return self
+
+
+Handler = Callable[[list[Event], Effects], None]
+
+# Acknowledges a batch and applies its effects, only for entries no other consumer acknowledged
+# first. Usually every entry is still this consumer's: one XPENDING over the batch's range
+# shows it. Otherwise (this consumer stalled past the claim time and another one claimed some)
+# XCLAIM (JUSTID: no delivery counted) takes back exactly those still pending; when that is
+# not all of them nothing changes, and the Reader applies the ones returned on their own.
+# KEYS[1]: the stream. ARGV: group, consumer, n, the n ids (ascending), then each effect as
+# its argument count and its arguments; an EVAL's script is the index of a function in
+# `scripts`. Effects run like a MULTI: one failing does not stop the others; the first error
+# is returned.
+_COMMIT_HEAD = """
+local stream, group, consumer, n = KEYS[1], ARGV[1], ARGV[2], tonumber(ARGV[3])
+local function all_mine()
+  local mine = redis.call('XPENDING', stream, group, ARGV[4], ARGV[3 + n], n + 1, consumer)
+  if #mine ~= n then return false end
+  for i, entry in ipairs(mine) do
+    if entry[1] ~= ARGV[3 + i] then return false end
+  end
+  return true
+end
+if not all_mine() then
+  local pending = {}
+  for first = 4, 3 + n, 1000 do
+    local claim = {'XCLAIM', stream, group, consumer, 0}
+    for j = first, math.min(first + 999, 3 + n) do claim[#claim + 1] = ARGV[j] end
+    claim[#claim + 1] = 'JUSTID'
+    for _, id in ipairs(redis.call(unpack(claim))) do pending[#pending + 1] = id end
+  end
+  if #pending < n then
+    return {0, pending}
+  end
+end
+for first = 4, 3 + n, 1000 do
+  redis.call('XACK', stream, group, unpack(ARGV, first, math.min(first + 999, 3 + n)))
+end
+local scripts = {}
+"""
+_COMMIT_TAIL = """
+local failed = false
+local i = 4 + n
+while i <= #ARGV do
+  local count = tonumber(ARGV[i])
+  local ok, reply = true
+  if ARGV[i + 1] == 'EVAL' then
+    local numkeys = tonumber(ARGV[i + 3])
+    ok, reply = pcall(scripts[tonumber(ARGV[i + 2])], {unpack(ARGV, i + 4, i + 3 + numkeys)},
+                      {unpack(ARGV, i + 4 + numkeys, i + count)})
+  else
+    reply = redis.pcall(unpack(ARGV, i + 1, i + count))
+  end
+  if type(reply) == 'table' and reply.err then ok, reply = false, reply.err end
+  if not ok and not failed then failed = ARGV[i + 1] .. ': ' .. tostring(reply) end
+  i = i + count + 1
+end
+return {1, failed}
+"""
+
+
+def _commit_script(scripts: tuple[str, ...]) -> str:
+    """The commit script with the handlers' own scripts as its functions 1..n."""
+    functions = "".join(f"scripts[{i}] = function(KEYS, ARGV)\n{text}\nend\n"
+                        for i, text in enumerate(scripts, 1))
+    return _COMMIT_HEAD + functions + _COMMIT_TAIL
+
+
+def _encode(effects: Effects) -> tuple[tuple[str, ...], list]:
+    """(the scripts the effects evaluate, the effects as the commit script's arguments)."""
+    scripts: dict[str, int] = {}
+    args: list = []
+    for command in effects.commands:
+        if str(command[0]).upper() == "EVAL":
+            command = ("EVAL", scripts.setdefault(command[1], len(scripts) + 1), *command[2:])
+        args.append(len(command))
+        args.extend(command)
+    return tuple(scripts), args
 
 
 @dataclass
@@ -225,16 +338,19 @@ class ReaderStats:
     dead_lettered: int = 0
     claimed: int = 0
     malformed: int = 0
+    skipped: int = 0  # acknowledged by another consumer first: applied there, not here
 
 
 class Reader:
     """Reads one stream through a consumer group and applies batches exactly once.
 
-    The handler receives the parsed events of a batch and a MULTI/EXEC pipeline; it queues its
-    effects on that pipeline and must not execute it. The Reader queues the XACKs and executes.
+    The handler receives the parsed events of a batch and an `Effects` on which it records
+    their effects. The Reader applies them with the batch's XACKs in one script, only for
+    entries no other consumer acknowledged first (the handler runs again on what is left).
     A batch whose handler raises is retried entry by entry; an entry that keeps failing stays
     pending, is re-claimed after `claim_idle_ms`, and after `max_deliveries` deliveries moves to
-    the dead-letter stream. Entries of a dead consumer are taken over with XAUTOCLAIM.
+    the dead-letter stream. Entries of a dead, or stalled, consumer are taken over with
+    XAUTOCLAIM.
     """
 
     def __init__(self, client: redis.Redis, stream: str, group: str, consumer: str,
@@ -255,6 +371,7 @@ class Reader:
         self._group_ready = False
         self._recover_own = True
         self._last_claim = 0.0
+        self._commit_scripts: dict[tuple[str, ...], Script] = {}
 
     def ensure_group(self) -> None:
         try:
@@ -339,13 +456,13 @@ class Reader:
         return next_id, [(eid, f) for eid, f in claimed if f is not None], deleted
 
     def _dead_letter(self, entry_id: str, fields: dict, reason: str) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.xadd(self.dead_letter_stream,
-                  {**(fields or {}), "dead_stream": self.stream, "dead_group": self.group,
-                   "dead_id": entry_id, "dead_reason": reason},
-                  maxlen=100_000, approximate=True)
-        pipe.xack(self.stream, self.group, entry_id)
-        pipe.execute()
+        effects = Effects()
+        effects.xadd(self.dead_letter_stream,
+                     {**(fields or {}), "dead_stream": self.stream, "dead_group": self.group,
+                      "dead_id": entry_id, "dead_reason": reason},
+                     maxlen=100_000, approximate=True)
+        if self._commit([entry_id], effects) is not None:
+            return  # another consumer acknowledged it first
         self.stats.dead_lettered += 1
         log.error("moved %s %s to %s: %s", self.stream, entry_id, self.dead_letter_stream, reason)
 
@@ -359,29 +476,54 @@ class Reader:
                 self._dead_letter(eid, fields, str(ex))
         if not events:
             return 0
-        if self._apply(events):
-            return len(events)
+        applied = self._apply(events)
+        if applied is not None:
+            return applied
         self.stats.failed_batches += 1
-        applied = 0
-        for event in events:  # isolate the failing entries; they stay pending
-            if self._apply([event]):
-                applied += 1
-        return applied
+        # Isolate the failing entries; they stay pending.
+        return sum(self._apply([event]) or 0 for event in events)
 
-    def _apply(self, events: list[Event]) -> bool:
-        pipe = self.client.pipeline(transaction=True)
-        try:
-            self.handler(events, pipe)
-        except redis.ConnectionError:
-            raise
-        except Exception:
-            log.exception("handler failed on %d %s entries", len(events), self.stream)
-            pipe.reset()
-            return False
-        pipe.xack(self.stream, self.group, *[e.id for e in events])
-        pipe.execute()
-        self.stats.applied += len(events)
-        return True
+    def _apply(self, events: list[Event]) -> int | None:
+        """Apply a batch; the number of entries applied here, None when the handler failed."""
+        while events:
+            effects = Effects()
+            try:
+                self.handler(events, effects)
+            except redis.ConnectionError:
+                raise
+            except Exception:
+                log.exception("handler failed on %d %s entries", len(events), self.stream)
+                return None
+            pending = self._commit([e.id for e in events], effects)
+            if pending is None:
+                self.stats.applied += len(events)
+                return len(events)
+            # This consumer stalled past claim_idle_ms and another one applied part of the
+            # batch: what is still pending is applied here, on its own.
+            skipped = len(events) - len(pending)
+            self.stats.skipped += skipped
+            log.warning("%s: %d entries were applied by another consumer of %s meanwhile "
+                        "(this one stalled longer than the claim idle time)",
+                        self.stream, skipped, self.group)
+            still = set(pending)
+            events = [e for e in events if e.id in still]
+        return 0
+
+    def _commit(self, ids: list[str], effects: Effects) -> list[str] | None:
+        """XACK `ids` and apply `effects` in one script when every id is still pending (None);
+        otherwise change nothing and return the ids still pending (maybe none)."""
+        scripts, args = _encode(effects)
+        script = self._commit_scripts.get(scripts)
+        if script is None:
+            script = self._commit_scripts[scripts] = self.client.register_script(
+                _commit_script(scripts))
+        applied, detail = script(keys=[self.stream],
+                                 args=[self.group, self.consumer, len(ids), *ids, *args])
+        if not applied:
+            return detail
+        if detail:  # like EXEC: every effect ran, then the first error is raised
+            raise redis.ResponseError(f"{self.stream} effects: {detail}")
+        return None
 
 
 def stream_lengths(client: redis.Redis, streams: Iterable[str] = keys.ALL_STREAMS) -> dict:

@@ -4,7 +4,7 @@ Hash `app.redis.HEARTBEATS`: field "component/instance" -> last beat in ms since
 where instance is "<hostname>:<pid>". A process removes its own field when it stops cleanly;
 a crashed one stays and is reported not alive once its beat is older than the stale limit.
 
-The beating thread (a greenlet under gevent) starts on `ensure_started()`, which is cheap and
+The beating thread (app/background.py) starts on `ensure_started()`, which is cheap and
 fork-aware: call it after fork (gunicorn `post_worker_init`, dramatiq `after_worker_boot`) or
 on every request; it opens no connection before then.
 """
@@ -20,6 +20,7 @@ import time
 import redis
 
 from app import redis as keys
+from app.background import ProcessThread
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +34,7 @@ class Heartbeat:
         self.client = client
         self.component = component
         self.every_s = every_s
-        self._pid: int | None = None
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._beating = ProcessThread(f"berth-heartbeat-{component}", self._run)
 
     @property
     def member(self) -> str:
@@ -44,30 +42,18 @@ class Heartbeat:
 
     def ensure_started(self) -> None:
         """Start beating in this process unless already started here (safe after fork)."""
-        pid = os.getpid()
-        if self._pid == pid:
-            return
-        with self._lock:
-            if self._pid == pid:
-                return
-            self._pid = pid
-            self._stop = threading.Event()
-            self._thread = threading.Thread(target=self._run, args=(self._stop,),
-                                            name=f"berth-heartbeat-{self.component}",
-                                            daemon=True)
-            self._thread.start()
+        self._beating.ensure_started()
 
     def beat(self) -> None:
         self.client.hset(keys.HEARTBEATS, self.member, int(time.time() * 1000))
 
     def stop(self) -> None:
         """Stop beating and remove this process from the hash (best effort)."""
-        self._stop.set()
-        if self._pid != os.getpid():
+        thread = self._beating.stop()
+        if thread is None:  # not beating in this process
             return
-        self._pid = None
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=2.0)  # so no beat lands after the removal
+        if thread is not threading.current_thread():
+            thread.join(timeout=2.0)  # so no beat lands after the removal
         try:
             self.client.hdel(keys.HEARTBEATS, self.member)
         except redis.RedisError as ex:

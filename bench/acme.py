@@ -40,8 +40,9 @@ from app.redis import create_client
 from app.settings import Settings
 from app.stores.certificates import CertificateStore
 from harness.pebble import Pebble
-from harness.procs import VENV_BIN, Proc, RedisServer, find_binary, wait_until
+from harness.procs import RedisServer, find_binary, wait_until
 from harness.proxy import ProxyProcess
+from harness.worker import start_worker
 from workers.broker import create_broker
 
 RESULTS_PATH = Path(__file__).resolve().parent / "results" / "acme.json"
@@ -174,9 +175,8 @@ def main(argv: list[str] | None = None) -> int:
                    "BERTH_ACME_CA_BUNDLE": str(pebble.ca_bundle),
                    "BERTH_SECRET_KEY": "bench secret key 0123456789",
                    "BERTH_LOG_LEVEL": "warning", "BERTH_ACME_WEEKLY_ORDERS": "0"}
-            worker = Proc([str(VENV_BIN / "dramatiq"), "workers.main", "--processes",
-                           str(WORKER_PROCESSES), "--threads", str(WORKER_THREADS)],
-                          work / "worker.log", env=env)
+            worker = start_worker(env, work / "worker.log", processes=WORKER_PROCESSES,
+                                  threads=WORKER_THREADS)
             berth = Berth(Settings.from_env(env))
             berth_times = berth.one_at_a_time(sequential)
             wall, many = berth.all_at_once(concurrent)

@@ -14,8 +14,8 @@ batch 500). Events are realistic `proxy_request_completed` events (about 300 byt
    production, and reports what the bounded buffer dropped. Also the caller-side cost of
    `Event.create` and of `Publisher.publish`, in microseconds.
 2. consume: one consumer-group Reader applying those N events with a handler that sums
-   request counters, a latency histogram and per-minute windows per batch and queues them on
-   the MULTI pipeline that also carries the XACKs.
+   request counters, a latency histogram and per-minute windows per batch and records them on
+   the Reader's Effects, applied with the XACKs in one script.
 3. redis-benchmark XADD against the same server: `-c 50 -P 16` (the baseline of the ratios),
    `-c 50 -P 1`, and berth's shape: `-c 1 -P 500` with berth's envelope and MAXLEN ~.
 
@@ -42,7 +42,7 @@ from pathlib import Path
 import redis
 
 from app import redis as keys
-from app.events import Event, Publisher, Reader, create_publisher
+from app.events import Effects, Event, Publisher, Reader, create_publisher
 from app.redis import create_client
 from app.settings import Settings
 from harness.procs import RedisServer, find_binary
@@ -216,8 +216,8 @@ def latency_bucket(duration_ms: float) -> str:
     return "le_inf"
 
 
-def aggregate(events: list[Event], pipe: redis.client.Pipeline) -> None:
-    """Metrics effects of one batch, summed in memory, then queued on the MULTI pipeline."""
+def aggregate(events: list[Event], pipe: Effects) -> None:
+    """Metrics effects of one batch, summed in memory, then recorded on the Reader's Effects."""
     counts: Counter[tuple[str, str]] = Counter()
     windows = set()
     for event in events:
@@ -248,7 +248,7 @@ def bench_consume(client: redis.Redis, n: int) -> tuple[Row, int]:
     elapsed = time.perf_counter() - started
     if reader.stats.failed_batches or reader.stats.malformed:
         raise RuntimeError(f"consumer failed: {reader.stats}")
-    row = Row("consume: Reader, effects + XACK in MULTI", reader.stats.applied, elapsed,
+    row = Row("consume: Reader, effects + XACK in one script", reader.stats.applied, elapsed,
               note="1 consumer; aggregates per batch")
     return row, reader.batch
 

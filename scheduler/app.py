@@ -84,6 +84,7 @@ class Scheduler:
             "renewal_scan": (jobs.renewal_scan, settings.renewal_scan_s),
             "expiry_warnings": (jobs.expiry_warnings, settings.renewal_scan_s),
             "trim_streams": (jobs.trim_streams, settings.trim_interval_s),
+            "reconcile_services": (jobs.reconcile_services, settings.reconcile_interval_s),
         }
 
     def start(self) -> None:

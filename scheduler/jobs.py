@@ -1,5 +1,6 @@
 """What the scheduler triggers. Each job only reads the store, enqueues and publishes: the
-ACME work itself happens in the workers (workers/certificates.py)."""
+ACME and Docker work itself happens in the workers (workers/certificates.py,
+workers/reconcile.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ import redis
 
 from app import redis as keys
 from app.events import Publisher
-from app.jobs import ISSUE_CERTIFICATE, RENEW_CERTIFICATE, TRIM_STREAMS, Job, enqueue
+from app.jobs import (
+    ISSUE_CERTIFICATE,
+    RECONCILE_SERVICES,
+    RENEW_CERTIFICATE,
+    TRIM_STREAMS,
+    Job,
+    enqueue,
+)
 from app.models import Certificate
 from app.settings import Settings
 from app.stores.certificates import CertificateStore
@@ -122,3 +130,7 @@ class SchedulerJobs:
 
     def trim_streams(self) -> None:
         enqueue(self.broker, TRIM_STREAMS)
+
+    def reconcile_services(self) -> None:
+        """The worker lists every service and container and queues one repair per service."""
+        enqueue(self.broker, RECONCILE_SERVICES)

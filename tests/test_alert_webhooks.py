@@ -15,7 +15,8 @@ import pytest
 from app import redis as keys
 from app.alerts.rules import RuleStore
 from app.events import Event
-from tests.support.procs import VENV_BIN, Proc, free_port, wait_until
+from harness.worker import start_worker
+from tests.support.procs import Proc, free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -73,8 +74,7 @@ def test_alert_is_delivered_signed_and_a_failing_receiver_is_retried(
            "BERTH_ALERT_WEBHOOK_SECRET": SECRET, "BERTH_ALERT_WEBHOOK_BACKOFF_MS": "50",
            "BERTH_ALERT_WEBHOOK_RETRIES": "2", "BERTH_CONSUMER_CLAIM_IDLE_MS": "500"}
     procs = [Proc([sys.executable, "-m", "workers.consumers"], tmp_path / "consumer.log", env),
-             Proc([str(VENV_BIN / "dramatiq"), "workers.main", "--processes", "1",
-                   "--threads", "2"], tmp_path / "worker.log", env)]
+             start_worker(env, tmp_path / "worker.log", threads=2)]
     try:
         failed = Event.create("service_failed", "worker", "web", {"error": "exited"},
                               trace_id="ab" * 16)

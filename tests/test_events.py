@@ -1,5 +1,6 @@
 """The event backbone against a real redis-server: Publisher, Reader, envelope."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -7,8 +8,10 @@ import threading
 import time
 
 import pytest
+import redis
 
 from app import redis as keys
+from app.background import ProcessThread
 from app.events import Event, Publisher, Reader, consumer_lag, stream_lengths
 from app.redis import create_client
 from app.tracing import trace_context
@@ -109,6 +112,38 @@ def test_publisher_survives_a_redis_restart_without_blocking(tmp_path):
         server.stop()
 
 
+def test_process_thread_starts_once_per_process_and_again_after_a_fork():
+    started = []
+
+    def target(stop):
+        started.append(os.getpid())
+        stop.wait()
+
+    worker = ProcessThread("berth-test", target)
+    worker.ensure_started()
+    worker.ensure_started()
+    first = worker.thread
+    wait_until(lambda: started, timeout=5, what="the thread running")
+    assert started == [os.getpid()] and worker.started_here
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # a forked child inherits no thread: ensure_started starts its own
+        worker.ensure_started()
+        ok = worker.thread is not first and worker.thread.is_alive()
+        os.write(write_end, b"1" if ok else b"0")
+        os._exit(0)
+    os.waitpid(child, 0)
+    assert os.read(read_end, 1) == b"1"
+    os.close(read_end)
+    os.close(write_end)
+    assert worker.stop() is first
+    first.join(5)
+    assert not first.is_alive() and worker.stop() is None  # stopped: nothing runs here
+    worker.ensure_started()  # a stopped one starts again, as a new thread
+    assert worker.thread is not first
+    worker.stop().join(5)
+
+
 def _fill(client, n, stream=REQUESTS):
     pipe = client.pipeline(transaction=False)
     for i in range(n):
@@ -162,6 +197,88 @@ def test_malformed_entry_goes_to_dead_letter(redis_client):
     reader = Reader(redis_client, REQUESTS, "g", "c1", lambda ev, p: None, block_ms=10)
     reader.run_once()
     assert redis_client.xlen(keys.DEAD_LETTER_STREAM) == 1
+
+
+def test_a_failing_effect_is_raised_after_the_others_applied_like_exec(redis_client):
+    _fill(redis_client, 3)
+    redis_client.set("test:string", "x")
+
+    def handler(events, effects):
+        effects.incrby("test:before", len(events))
+        effects.lpush("test:string", "wrong type")
+        effects.eval("redis.call('INCRBY', KEYS[1], ARGV[1])", 1, "test:scripted", len(events))
+
+    reader = Reader(redis_client, REQUESTS, "g", "c1", handler, block_ms=10)
+    with pytest.raises(redis.ResponseError, match="LPUSH: WRONGTYPE"):
+        reader.run_once()
+    assert redis_client.get("test:before") == "3" and redis_client.get("test:scripted") == "3"
+    assert redis_client.xpending(REQUESTS, "g")["pending"] == 0
+
+
+def count_subjects(events, effects):
+    for event in events:
+        effects.hincrby("test:counts", event.subject, 1)
+    effects.incrby("test:applied", len(events))
+
+
+class StallingHandler:
+    """count_subjects, whose first call waits until `resume` is set: a consumer stalled past
+    the claim time (a long pause, a stopped VM) that is not killed and then carries on."""
+
+    def __init__(self):
+        self.entered = threading.Event()
+        self.resume = threading.Event()
+        self.calls = 0
+
+    def __call__(self, events, effects):
+        self.calls += 1
+        if self.calls == 1:
+            self.entered.set()
+            self.resume.wait(30)
+        count_subjects(events, effects)
+
+
+@pytest.mark.parametrize("taken", [100, 40], ids=["whole-batch", "part-of-the-batch"])
+def test_a_consumer_stalled_past_the_claim_time_never_applies_a_batch_twice(redis_client,
+                                                                            taken):
+    _fill(redis_client, 100)
+    handler = StallingHandler()
+    stalled = Reader(redis_client, REQUESTS, "g", "stalled", handler, batch=100, block_ms=10,
+                     claim_idle_ms=100)
+    other = Reader(redis_client, REQUESTS, "g", "other", count_subjects, batch=taken,
+                   block_ms=10, claim_idle_ms=100)
+    stalled.ensure_group()
+    errors = []
+
+    def run_stalled():
+        try:
+            stalled.run_once()
+        except Exception as ex:  # noqa: BLE001 - reported by the assertion below
+            errors.append(ex)
+
+    thread = threading.Thread(target=run_stalled)
+    thread.start()
+    try:
+        assert handler.entered.wait(10), "the stalled consumer never read its batch"
+
+        # Its entries idle past claim_idle_ms: the other consumer claims `taken` and applies them.
+        def other_applied():
+            other.run_once()
+            return other.stats.applied >= taken
+
+        wait_until(other_applied, timeout=10, what="the other consumer applying the claimed")
+    finally:
+        handler.resume.set()  # the stalled consumer carries on with the batch it read
+        thread.join(10)
+    assert not errors
+    for _ in range(5):  # anything left over would be claimed and applied now
+        other.run_once()
+    counts = redis_client.hgetall("test:counts")
+    assert int(redis_client.get("test:applied")) == 100
+    assert sum(map(int, counts.values())) == 100
+    assert redis_client.xpending(REQUESTS, "g")["pending"] == 0
+    # The stalled consumer applied only what nobody had acknowledged meanwhile.
+    assert (stalled.stats.applied, stalled.stats.skipped) == (100 - taken, taken)
 
 
 @pytest.mark.e2e

@@ -9,12 +9,15 @@ import pytest
 
 from app import redis as keys
 from app.events import Event, Publisher
+from app.jobs import RECONCILE_SERVICES
 from app.models import Certificate, fresh_fields
 from app.stores.certificates import CertificateStore
 from scheduler.app import Leadership, create_scheduler
 from scheduler.jobs import SchedulerJobs
 from tests.support.procs import wait_until
+from workers import reconcile
 from workers.broker import create_broker
+from workers.deps import create_deps
 
 DAY = 86400.0
 
@@ -149,10 +152,11 @@ def test_scheduler_runs_every_job_at_start_up_on_the_leader_only(settings, redis
         assert leader.became_leader.wait(5)
         follower.start()
         wait_until(lambda: leader.runs.get("trim_streams") and leader.runs.get("renewal_scan")
-                   and leader.runs.get("expiry_warnings"), timeout=10, what="start-up runs")
+                   and leader.runs.get("expiry_warnings") and leader.runs.get("reconcile_services"),
+                   timeout=10, what="start-up runs")
         actors = sorted(m["actor"] for m in queued(redis_client, "certificates")
-                        + queued(redis_client, "maintenance"))
-        assert actors == ["renew_certificate", "trim_streams"]
+                        + queued(redis_client, "maintenance") + queued(redis_client, "services"))
+        assert actors == ["reconcile_services", "renew_certificate", "trim_streams"]
         warned = events(redis_client, publisher, "expiring_soon")
         assert [e.data["threshold_days"] for e in warned] == [14]
         # Every run has a trace id, shared by what it enqueues.
@@ -168,4 +172,49 @@ def test_scheduler_runs_every_job_at_start_up_on_the_leader_only(settings, redis
         leader.shutdown()
         follower.shutdown()
         publisher.close(timeout=2)
+        broker.close()
+
+
+def test_reconciliation_is_enqueued_at_start_up_and_then_every_interval(settings, redis_client):
+    fast = settings.__class__.from_env({}, redis_url=settings.redis_url,
+                                       reconcile_interval_s=1, renewal_scan_s=3600,
+                                       trim_interval_s=3600)
+    broker = create_broker(fast)
+    broker.flush_all()
+    publisher = Publisher(redis_client, flush_ms=10)
+    scheduler = create_scheduler(fast, redis_client, broker, publisher, heartbeat=False)
+    scheduler.start()
+    try:
+        assert scheduler.became_leader.wait(5)
+        # The start-up run, then at least one run on the interval: one message each.
+        wait_until(lambda: len(queued(redis_client, "services")) >= 2, timeout=15,
+                   what="two reconcile_services messages")
+    finally:
+        scheduler.shutdown()
+        publisher.close(timeout=2)
+        broker.close()
+    messages = queued(redis_client, "services")
+    assert {m["actor"] for m in messages} == {"reconcile_services"}
+    assert all(m["kwargs"] == {} and m["trace_id"] for m in messages)
+    # Each run has its own trace id.
+    assert len({m["trace_id"] for m in messages}) == len(messages)
+    assert scheduler.runs["reconcile_services"] == len(messages)
+
+
+def test_scheduled_reconciliation_is_skipped_while_the_engine_is_unreachable(settings,
+                                                                              redis_client,
+                                                                              tmp_path):
+    """Not retried (a traceback and a retry every few seconds on a machine without Docker):
+    the scheduler sends the next one anyway."""
+    down = settings.__class__.from_env({}, redis_url=settings.redis_url,
+                                       docker_host=f"unix://{tmp_path}/no-docker.sock")
+    broker = create_broker(down)
+    broker.flush_all()
+    deps = create_deps(down, redis_client)
+    try:
+        reconcile.register(broker, deps)
+        broker.get_actor(RECONCILE_SERVICES.actor_name).fn()  # returns: nothing to retry
+        assert queued(redis_client, "services") == []
+    finally:
+        deps.publisher.close(timeout=2)
         broker.close()

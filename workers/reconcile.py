@@ -31,7 +31,7 @@ from app.jobs import RECONCILE_SERVICE, RECONCILE_SERVICES, Job, enqueue
 from app.locks import LockBusy
 from app.models import LABEL_OWNER, LABEL_SERVICE, Service, now_s
 from app.stores.health import Health
-from workers.containers import Container
+from workers.containers import Container, EngineUnavailable
 from workers.deps import WorkerDeps
 from workers.rollout import (
     ServiceContext,
@@ -163,7 +163,12 @@ def register(broker: dramatiq.Broker, deps: WorkerDeps) -> EngineWatcher:
         enqueue(broker, job, **kwargs)
 
     def reconcile_services() -> None:
-        names = service_names(ctx)
+        try:
+            names = service_names(ctx)
+        except EngineUnavailable as ex:
+            # No retry: the scheduler sends the next one within BERTH_RECONCILE_INTERVAL_S.
+            log.warning("reconcile_services skipped: %s", ex.description)
+            return
         for name in sorted(names):
             send(RECONCILE_SERVICE, service=name)
         log.info("reconcile_services: %d services queued", len(names))

@@ -126,7 +126,7 @@ return 'ok'
 
 
 def queue_signal(pipe, signal: Signal, now: int) -> None:
-    """Queue one signal on a pipeline (e.g. the Reader's MULTI); `now` in ms."""
+    """Queue one signal on a pipeline or the Reader's Effects; `now` in ms."""
     rule = signal.rule
     pipe.eval(_SIGNAL, 5,
               keys.alert_state(rule.id, signal.subject), keys.ALERTS_OPEN, keys.ALERTS_ACTIVE,

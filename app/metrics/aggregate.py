@@ -3,8 +3,8 @@
 `aggregate(events)` is pure: it sums a batch in memory per router (the request's route, named
 by its host pattern: see workers/consumers/routes.py) and per service (the upstream that
 answered), per minute and in total, into a `Delta`.
-`apply(delta, pipe)` queues that delta on the caller's MULTI/EXEC pipeline, where the Reader
-adds the XACKs, so a batch and its acknowledgement are applied together or not at all.
+`apply(delta, pipe)` queues that delta on the Reader's `Effects` (app/events.py), which the
+Reader applies with the batch's XACKs in one script: together, exactly once, or not at all.
 
 Per dimension, name and period ("total" or a minute) there are two keys:
 
@@ -232,7 +232,7 @@ def _pairs(amounts: dict) -> str:
 
 
 def apply(delta: Delta, pipe) -> None:
-    """Queue `delta` on a pipeline (the Reader's MULTI); the caller executes it."""
+    """Queue `delta` on the Reader's Effects (or a pipeline); the caller applies it."""
     hashes = [k for k, f in delta.counters.items() if f]
     latency = [k for k, b in delta.histograms.items() if b]
     if hashes or latency:

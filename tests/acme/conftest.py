@@ -14,6 +14,7 @@ from app.redis import create_client
 from app.settings import Settings
 from harness.pebble import Pebble
 from harness.proxy import ProxyProcess
+from harness.worker import start_worker as start_worker_proc
 from tests.support.procs import VENV_BIN, Proc, wait_until
 from workers.acme_client import AcmeAccounts
 
@@ -70,8 +71,7 @@ def process_env(redis_url: str, pebble: Pebble, **extra: str) -> dict[str, str]:
 
 def start_worker(env: dict[str, str], log_path, threads: int = 4) -> Proc:
     """The real `worker` process (dramatiq over the Redis broker); returns once it is up."""
-    proc = Proc([str(VENV_BIN / "dramatiq"), "workers.main", "--processes", "1",
-                 "--threads", str(threads)], log_path, env=env)
+    proc = start_worker_proc(env, log_path, threads=threads)
     client = create_client(env["REDIS_URL"])
     try:
         wait_until(lambda: any(m.startswith("worker/") and _pid_alive(m)

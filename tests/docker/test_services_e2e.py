@@ -1,6 +1,6 @@
 """Docker services end to end: a real dockerd, a real `dramatiq workers.main` process, the
-real proxy (gunicorn) routing by hostname, and the API in process (falcon TestClient; the web
-process mounts the same resources).
+real proxy (gunicorn) routing by hostname, and `create_api` in process (falcon TestClient) with
+the real engine, as the web process builds it.
 
 Covered: create -> healthy -> served through the proxy by hostname; scale to 3 spreads
 requests over 3 containers; a redeploy under a steady request loop fails no request; delete
@@ -20,9 +20,10 @@ import pytest
 from app import redis as keys
 from app.events import Event
 from harness.docker import TEST_LABEL
-from harness.procs import VENV_BIN, Proc, wait_until
+from harness.procs import Proc, wait_until
 from harness.proxy import ProxyProcess
-from tests.docker.test_api_services import mount
+from harness.worker import start_worker
+from tests.support.api import Api
 
 pytestmark = [pytest.mark.docker, pytest.mark.e2e]
 
@@ -53,9 +54,7 @@ class Worker:
 
     def start(self) -> Worker:
         self.runs += 1
-        self.proc = Proc([str(VENV_BIN / "dramatiq"), "workers.main", "--processes", "1",
-                          "--threads", "4"],
-                         self.log_dir / f"worker-{self.runs}.log", env=self.env)
+        self.proc = start_worker(self.env, self.log_dir / f"worker-{self.runs}.log", threads=4)
         return self
 
     def wait_ready(self, redis_client) -> Worker:
@@ -85,8 +84,9 @@ def worker(redis_server, docker_daemon, tmp_path, redis_client):
 
 
 @pytest.fixture
-def platform(request, api, redis_client, engine, worker, proxy, test_image, docker_client):
-    api.commands = mount(api, redis_client, engine)
+def platform(request, service_settings, redis_client, engine, worker, proxy, test_image,
+             docker_client):
+    api = Api(service_settings, redis_client, engine=engine)  # as the web process builds it
     api.image = test_image
     try:
         yield api
@@ -99,6 +99,7 @@ def platform(request, api, redis_client, engine, worker, proxy, test_image, dock
                                                        filters={"label": "berth.service"}):
             if container.labels.get(TEST_LABEL):
                 container.remove(force=True)
+        api.close()
 
 
 def create(api, name: str = "web", **extra) -> str:

@@ -10,8 +10,9 @@ import pytest
 import requests
 
 from app.tracing import format_traceparent, new_trace_id
+from harness.worker import start_worker
 from tests.support.api import bearer, start_web
-from tests.support.procs import ROOT, VENV_BIN, Proc, wait_until
+from tests.support.procs import ROOT, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -21,10 +22,9 @@ def platform(redis_server, redis_client, tmp_path):
     procs = {}
     try:
         procs["web"], url = start_web(redis_server.url, tmp_path)
-        procs["worker"] = Proc(
-            [str(VENV_BIN / "dramatiq"), "workers.main", "--processes", "1", "--threads", "2"],
-            tmp_path / "worker.log",
-            env={"REDIS_URL": redis_server.url, "BERTH_LOG_FORMAT": "json"})
+        procs["worker"] = start_worker(
+            {"REDIS_URL": redis_server.url, "BERTH_LOG_FORMAT": "json"},
+            tmp_path / "worker.log", threads=2)
         yield url, procs
     finally:
         for proc in procs.values():

@@ -1,7 +1,7 @@
 """A consumer process for tests: counts events per subject through a Reader until stopped.
 
 Usage: python -m tests.support.counting_consumer REDIS_URL STREAM GROUP CONSUMER [SLEEP_S]
-Each batch's effects (HINCRBY per subject) are applied with the XACK in one MULTI/EXEC; the
+Each batch's effects (HINCRBY per subject) are applied with the XACK in one script; the
 optional sleep inside the handler makes a SIGKILL land mid-batch.
 """
 

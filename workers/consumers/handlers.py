@@ -1,4 +1,5 @@
-"""The Reader handlers of the consumer: each queues a batch's effects on the Reader's MULTI.
+"""The Reader handlers of the consumer: each records a batch's effects on the Reader's Effects,
+which the Reader applies with the batch's XACKs in one script (app/events.py).
 
 - requests (`events:request:stream`): metrics aggregates, see app/metrics/aggregate.py, per
   router named by its route's host pattern (workers/consumers/routes.py);
