@@ -19,6 +19,8 @@ import idna
 
 from app.errors import ValidationError
 
+# The patterns are also the OpenAPI document's, hence ^...$; check with fullmatch, since in
+# Python `$` also matches before a final newline ("v\n" would pass as a header value).
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 HEADER_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,100}$")
 HEADER_VALUE_RE = re.compile(r"^[\t\x20-\x7e\x80-\xff]{0,4096}$")
@@ -33,7 +35,7 @@ def now_s() -> float:
 
 
 def check_name(value: Any, name: str = "name") -> str:
-    if not isinstance(value, str) or not NAME_RE.match(value):
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
         raise ValidationError(
             f"{name} must be 1-63 characters of a-z, 0-9 and '-', starting and ending with a "
             "letter or digit", field=name)
@@ -53,7 +55,7 @@ def check_hostname(value: Any, name: str = "host", *, wildcard: bool = False) ->
     except idna.IDNAError as ex:
         raise ValidationError(f"{name} is not a valid hostname: {ex}", field=name) from None
     labels = ascii_host.split(".")
-    if any(not re.match(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", lab) for lab in labels):
+    if any(not re.fullmatch(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", lab) for lab in labels):
         raise ValidationError(f"{name} is not a valid hostname", field=name)
     if labels[-1].isdigit():
         raise ValidationError(f"{name} must be a name, not an IP address", field=name)
@@ -120,9 +122,9 @@ def check_headers(value: Any, name: str) -> dict[str, str | None]:
         raise ValidationError(f"{name} must be an object of at most 50 headers", field=name)
     rules = {}
     for key, val in value.items():
-        if not isinstance(key, str) or not HEADER_NAME_RE.match(key):
+        if not isinstance(key, str) or not HEADER_NAME_RE.fullmatch(key):
             raise ValidationError(f"{name}: {key!r} is not a valid header name", field=name)
-        if val is not None and (not isinstance(val, str) or not HEADER_VALUE_RE.match(val)):
+        if val is not None and (not isinstance(val, str) or not HEADER_VALUE_RE.fullmatch(val)):
             raise ValidationError(f"{name}: the value of {key} must be text without line "
                                   "breaks or control characters", field=name)
         rules[key] = val
@@ -241,7 +243,7 @@ def check_route_auth(value: Any) -> dict:
         raise ValidationError("auth.users must map 1 to 100 user names to password hashes",
                               field="auth.users")
     for user, hashed in users.items():
-        if not isinstance(user, str) or not re.match(r"^[^:\s]{1,64}$", user):
+        if not isinstance(user, str) or not re.fullmatch(r"^[^:\s]{1,64}$", user):
             raise ValidationError("auth.users: invalid user name", field="auth.users")
         if not isinstance(hashed, str) or not re.match(r"^\$(2[aby]|argon2(id|i|d))\$", hashed):
             raise ValidationError("auth.users: each value must be a bcrypt or argon2 hash",
@@ -450,7 +452,7 @@ LABEL_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}$")
 
 
 def check_image(value: Any, name: str = "image") -> str:
-    if not isinstance(value, str) or len(value) > 255 or not IMAGE_RE.match(value):
+    if not isinstance(value, str) or len(value) > 255 or not IMAGE_RE.fullmatch(value):
         raise ValidationError(f"{name} must be an image reference such as nginx:1.27 or "
                               "registry.example.com/team/app@sha256:<digest>", field=name)
     return value
@@ -484,7 +486,7 @@ def check_env(value: Any, name: str = "env") -> dict[str, str]:
     if not isinstance(value, dict) or len(value) > 200:
         raise ValidationError(f"{name} must be an object of at most 200 variables", field=name)
     for key, val in value.items():
-        if not isinstance(key, str) or not ENV_NAME_RE.match(key):
+        if not isinstance(key, str) or not ENV_NAME_RE.fullmatch(key):
             raise ValidationError(f"{name}: {key!r} is not a valid variable name", field=name)
         if not isinstance(val, str) or len(val) > 32768 or "\0" in val:
             raise ValidationError(f"{name}: the value of {key} must be a string", field=name)
@@ -495,7 +497,7 @@ def check_labels(value: Any, name: str = "labels") -> dict[str, str]:
     if not isinstance(value, dict) or len(value) > 50:
         raise ValidationError(f"{name} must be an object of at most 50 labels", field=name)
     for key, val in value.items():
-        if not isinstance(key, str) or not LABEL_KEY_RE.match(key):
+        if not isinstance(key, str) or not LABEL_KEY_RE.fullmatch(key):
             raise ValidationError(f"{name}: {key!r} is not a valid label", field=name)
         if key.startswith("berth."):
             raise ValidationError(f"{name}: the berth. prefix is berth's own", field=name)

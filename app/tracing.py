@@ -25,14 +25,14 @@ def new_span_id() -> str:
 
 
 def valid_trace_id(value: str | None) -> bool:
-    return bool(value) and bool(_TRACE_ID.match(value)) and value != "0" * 32
+    return bool(value) and bool(_TRACE_ID.fullmatch(value)) and value != "0" * 32
 
 
 def parse_traceparent(header: str | None) -> tuple[str, str] | None:
     """(trace_id, parent span id) from a W3C traceparent header, or None if invalid."""
     if not header:
         return None
-    match = _TRACEPARENT.match(header.strip().lower())
+    match = _TRACEPARENT.fullmatch(header.strip().lower())
     if not match:
         return None
     version, trace_id, span_id, _flags = match.groups()

@@ -66,8 +66,9 @@ _AUTHED = ("401", *_COMMON)
 
 
 def _query(name: str, schema: dict, description: str) -> dict:
+    # allowEmptyValue: the API reads `?name=` as if the parameter were absent (params.query).
     return {"name": name, "in": "query", "required": False, "schema": schema,
-            "description": description}
+            "allowEmptyValue": True, "description": description}
 
 
 _FILTER_PARAMS = [

@@ -45,13 +45,16 @@ def json_body(req: falcon.Request, *, required: bool = True) -> Any:
         raise falcon.HTTPUnsupportedMediaType(
             description="send the body as JSON with Content-Type: application/json")
     try:
-        return json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
+        value = json.loads(raw.decode("utf-8"), parse_constant=_no_constants)
     except UnicodeDecodeError:
         raise ValidationError("the body is not UTF-8 encoded JSON") from None
     except ValueError as ex:
         raise ValidationError(f"the body is not valid JSON: {ex}") from None
     except RecursionError:
         raise ValidationError("the body is not valid JSON: nested too deeply") from None
+    if value is None:  # not the same as no body: every body the API takes is an object
+        raise ValidationError("the body must be a JSON object, not null")
+    return value
 
 
 def no_fields(payload: Any) -> None:
@@ -106,7 +109,7 @@ def choice_param(params: dict[str, str], name: str, allowed: tuple[str, ...]) ->
 
 def stream_id(raw: str, name: str) -> str:
     """A complete Redis stream id "<ms>-<seq>" ("<ms>" alone means "<ms>-0")."""
-    if not _STREAM_ID_RE.match(raw):
+    if not _STREAM_ID_RE.fullmatch(raw):
         raise ValidationError(f"{name} must be a stream id such as 1700000000000-0", field=name)
     ms, _, seq = raw.partition("-")
     if int(ms) >= 1 << 64 or (seq and int(seq) >= 1 << 64):
@@ -116,6 +119,6 @@ def stream_id(raw: str, name: str) -> str:
 
 def record_id(raw: str, name: str) -> str:
     """A path id: letters, digits, '_', '.', '-'; anything else is a 400, not a lookup."""
-    if not _ID_RE.match(raw):
+    if not _ID_RE.fullmatch(raw):
         raise ValidationError(f"{name} is not a valid id", field=name)
     return raw

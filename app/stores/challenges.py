@@ -14,7 +14,7 @@ TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,256}$")
 
 
 def valid_token(token: str) -> bool:
-    return bool(TOKEN_RE.match(token))
+    return bool(TOKEN_RE.fullmatch(token))
 
 
 class ChallengeStore:

@@ -44,6 +44,9 @@ def pattern_bytes(count: int):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog of 5 drops SYNs in a burst of connections, which the
+    # proxy then reports as a connect timeout.
+    request_queue_size = 128
 
 
 class HttpBackend:
@@ -72,6 +75,9 @@ class HttpBackend:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1" if backend.keep_alive else "HTTP/1.0"
+            # Head and body are separate writes: without TCP_NODELAY the body waits for the
+            # client's delayed ACK (40 ms a request).
+            disable_nagle_algorithm = True
 
             def log_message(self, *args):
                 pass
@@ -79,7 +85,9 @@ class HttpBackend:
             def handle_one_request(self):
                 try:
                     super().handle_one_request()
-                except (ConnectionError, TimeoutError):
+                except (ConnectionError, TimeoutError, ValueError):
+                    # ValueError: a chunked body cut off mid-size line (the proxy gave up on a
+                    # malformed or stalled client); the connection is done either way.
                     self.close_connection = True
 
             def _any(self):
