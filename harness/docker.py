@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import hashlib
 import io
+import json
 import os
 import secrets
 import shutil
@@ -82,8 +83,11 @@ def engine_answers(url: str, timeout: float = 3.0) -> bool:
 class DockerDaemon:
     """An engine to run tests against: a reachable one, or a private dockerd (root only)."""
 
-    def __init__(self, workdir: Path | None = None):
+    def __init__(self, workdir: Path | None = None, *, private: bool = False,
+                 live_restore: bool = False):
         self.workdir = workdir
+        self.private = private  # always start our own dockerd, even when one answers
+        self.live_restore = live_restore  # containers keep running while dockerd is down
         self.url = ""
         self.started = False  # True when this object started (and so must stop) dockerd
         self.proc: Proc | None = None
@@ -92,7 +96,7 @@ class DockerDaemon:
 
     def start(self) -> DockerDaemon:
         candidate = os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
-        if engine_answers(candidate):
+        if not self.private and engine_answers(candidate):
             self.url = candidate
             return self
         if os.geteuid() != 0:
@@ -118,7 +122,9 @@ class DockerDaemon:
         # Short path: containerd puts unix sockets under the exec root (108-byte limit).
         self._root = Path(tempfile.mkdtemp(prefix="brtd-", dir="/tmp"))
         socket_path = self._root / "docker.sock"
-        (self._root / "daemon.json").write_text("{}")  # ignore /etc/docker/daemon.json
+        # Our own configuration, ignoring /etc/docker/daemon.json.
+        (self._root / "daemon.json").write_text(
+            json.dumps({"live-restore": True} if self.live_restore else {}))
         self.bridge = _create_bridge()
         args = [binary, "--host", f"unix://{socket_path}",
                 "--data-root", str(self._root / "data"), "--exec-root", str(self._root / "exec"),
@@ -131,6 +137,9 @@ class DockerDaemon:
         self.proc = Proc(args, (self.workdir or self._root) / "dockerd.log")
         self.url = f"unix://{socket_path}"
         self.started = True
+        self._wait_answering()
+
+    def _wait_answering(self) -> None:
         try:
             wait_until(lambda: not self.proc.alive() or engine_answers(self.url, 1.0),
                        timeout=60, interval=0.1, what="dockerd answering")
@@ -138,6 +147,23 @@ class DockerDaemon:
             raise RuntimeError(f"dockerd did not answer within 60 s:\n{self.log_tail()}") from ex
         if not self.proc.alive():
             raise RuntimeError(f"dockerd exited during start-up:\n{self.log_tail()}")
+
+    def stop_engine(self) -> None:
+        """Stop the dockerd this object started (SIGTERM, by its PID), keeping its data,
+        socket path and bridge for `start_engine`. With live_restore its containers run on."""
+        if not self.started or self.proc is None:
+            raise RuntimeError("only a dockerd started by this object may be stopped")
+        self.proc.signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.popen.wait(30)
+        self.proc.stop(timeout=5)
+
+    def start_engine(self) -> None:
+        """Start the same dockerd again after `stop_engine`."""
+        if not self.started or self.proc is None or self.proc.alive():
+            raise RuntimeError("start_engine follows stop_engine")
+        self.proc = Proc(self.proc.args, self.proc.log_path)
+        self._wait_answering()
 
     def client(self, timeout: float = 60) -> docker.DockerClient:
         return docker.DockerClient(base_url=self.url, version="auto", timeout=timeout)
@@ -149,6 +175,10 @@ class DockerDaemon:
 
     def stop(self) -> None:
         """Remove what the harness labelled; stop a dockerd we started (by its PID)."""
+        if self.live_restore and self.proc is not None and not self.proc.alive():
+            # Left stopped: its containers outlived it; bring it back to remove them.
+            with contextlib.suppress(RuntimeError):
+                self.start_engine()
         if self.url and (self.proc is None or self.proc.alive()):
             with contextlib.suppress(docker.errors.DockerException, requests.RequestException):
                 remove_labelled(self.client(timeout=30))

@@ -113,6 +113,9 @@ class EngineWatcher:
             except Unavailable as ex:
                 log.warning("engine watcher: %s", ex.description)
                 wait = self.retry_s
+            except redis.RedisError as ex:  # the lease lives in Redis: wait the outage out
+                log.warning("engine watcher: Redis unreachable (%s)", ex)
+                wait = self.retry_s
             except Exception:
                 log.exception("engine watcher failed; restarting it")
                 wait = self.retry_s

@@ -78,7 +78,8 @@ RULES: dict[str, tuple[dict, dict]] = {
     "certificate_expiring": (
         {"enabled": True, "severity": "warning", "cooldown_s": 3600, "critical_days": 3},
         {"critical_days": _integer(0, 365)}),
-    # renewal_failed or generation_failed, until the certificate is issued, revoked or deleted.
+    # renewal_failed, generation_failed or rate_limited, until the certificate is issued,
+    # revoked or deleted.
     "certificate_renewal_failed": (
         {"enabled": True, "severity": "critical", "cooldown_s": 3600}, {}),
     # service_failed or service_unhealthy, until it starts again, is stopped or deleted.

@@ -25,7 +25,8 @@ from app.metrics.query import WINDOWS, MetricsQuery
 
 EVENT_RULES = ("certificate_expiring", "certificate_renewal_failed", "service_failed")
 
-CERTIFICATE_FAILED = frozenset({"renewal_failed", "generation_failed"})
+# rate_limited too: the CA refused the order, and no attempt follows before its Retry-After.
+CERTIFICATE_FAILED = frozenset({"renewal_failed", "generation_failed", "rate_limited"})
 CERTIFICATE_FINE = frozenset({"ready", "renewed", "revoked", "deleted"})
 SERVICE_FAILED = frozenset({"service_failed", "service_unhealthy"})
 SERVICE_FINE = frozenset({"service_started", "service_redeployed", "service_stopped",
