@@ -189,12 +189,19 @@ class Publisher:
                     backoff = min(max(backoff * 2, 0.1), 2.0)
                     break
 
+    def stage(self, pipe: redis.client.Pipeline, domain: str, event: Event) -> Event:
+        """Queue `event` for `events:<domain>:stream` on `pipe`, a caller's MULTI/EXEC
+        transaction (trimmed as `publish` trims): it is stored when, and only when, that
+        transaction commits. For a lifecycle event that must neither be lost nor repeated when
+        a process dies between a state change and its event: pass a function calling this as
+        the `extra` of the Repository write that makes the change."""
+        pipe.execute_command(*xadd_command(keys.stream(domain), event, self._maxlen))
+        return event
+
     def _write_batch(self) -> None:
         batch = [self._buffer[i] for i in range(min(self._batch, len(self._buffer)))]
-        maxlen = str(self._maxlen)
-        commands = [("XADD", stream_key, "MAXLEN", "~", maxlen, "*",
-                      *chain.from_iterable(event.to_fields().items()))
-                     for stream_key, event in batch]
+        commands = [xadd_command(stream_key, event, self._maxlen)
+                    for stream_key, event in batch]
         unreported = self._dropped_unreported
         if unreported:
             commands.append(("INCRBY", keys.EVENTS_DROPPED, unreported))
@@ -203,6 +210,13 @@ class Publisher:
         for _ in batch:
             self._buffer.popleft()
         self.published += len(batch)
+
+
+def xadd_command(stream_key: str, event: Event, maxlen: int) -> tuple:
+    """The XADD storing `event` in `stream_key`, trimmed to about `maxlen` entries: the one
+    way an event becomes a stream entry, in a Publisher's batch or in a caller's transaction."""
+    return ("XADD", stream_key, "MAXLEN", "~", str(maxlen), "*",
+            *chain.from_iterable(event.to_fields().items()))
 
 
 def _pipeline(client: redis.Redis, commands: list[tuple]) -> None:

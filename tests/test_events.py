@@ -43,6 +43,32 @@ def test_publisher_batches_into_the_stream(redis_client):
     assert Event.from_entry(*first).subject == "s0"
 
 
+def test_a_staged_event_is_stored_with_its_transaction_only(redis_client):
+    publisher = Publisher(redis_client, maxlen=10, flush_ms=20)
+    stream = keys.stream("certificate")
+    with trace_context("cd" * 16):
+        event = Event.create("deleted", "worker", "c", {"serial": "01"})
+    with redis_client.pipeline(transaction=True) as pipe:  # discarded: nothing is stored
+        pipe.multi()
+        publisher.stage(pipe, "certificate", event)
+        pipe.reset()
+    assert redis_client.xlen(stream) == 0
+    with redis_client.pipeline(transaction=True) as pipe:
+        pipe.multi()
+        pipe.set("test:state", "deleted")
+        publisher.stage(pipe, "certificate", event)
+        pipe.execute()
+    (entry_id, fields), = redis_client.xrange(stream)
+    assert Event.from_entry(entry_id, fields) == Event(**{**event.__dict__, "id": entry_id})
+    assert fields["trace_id"] == "cd" * 16 and publisher.pending == 0
+    with redis_client.pipeline(transaction=True) as pipe:  # trimmed as `publish` trims
+        pipe.multi()
+        for _ in range(300):
+            publisher.stage(pipe, "certificate", event)
+        pipe.execute()
+    assert redis_client.xlen(stream) < 300
+
+
 def test_publisher_from_many_threads(redis_client):
     publisher = Publisher(redis_client, batch=50, flush_ms=20)
 

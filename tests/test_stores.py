@@ -98,6 +98,28 @@ def test_every_change_bumps_the_table_version_and_announces(redis_client):
     pubsub.close()
 
 
+def test_extra_commands_commit_with_the_write_or_not_at_all(redis_client):
+    store = RouteStore(redis_client)
+    route = store.create(RouteStore.new("alice", Route.clean(
+        {"host": "app.example.com", "targets": ["http://127.0.0.1:9000"]})),
+        extra=lambda pipe, r: pipe.rpush("test:extra", f"created {r.id} v{r.version}"))
+    with pytest.raises(Conflict):  # refused: its extra commands are not run either
+        store.update(route.replace(hsts=True), expected_version=7,
+                     extra=lambda pipe, r: pipe.rpush("test:extra", "stale update"))
+    seen = []
+
+    def extra(pipe, removed):
+        seen.append(removed.version)
+        if len(seen) == 1:  # another writer changes the record inside this attempt
+            RouteStore(redis_client).update(store.get(route.id).replace(hsts=True))
+        pipe.rpush("test:extra", f"deleted v{removed.version}")
+
+    store.delete(route.id, extra=extra)
+    assert seen == [1, 2]  # called again on the retry, with the record then removed
+    assert redis_client.lrange("test:extra", 0, -1) == [f"created {route.id} v1", "deleted v2"]
+    assert store.find(route.id) is None
+
+
 def test_listing_uses_no_keys_command(redis_client):
     store = RouteStore(redis_client)
     for i in range(5):

@@ -11,6 +11,10 @@ redelivered (a worker SIGKILLed half-way, a retry, a duplicate from the schedule
   in a row, or the CA's Retry-After for rateLimited) keeps restarts, retries and the scheduler
   from hammering the CA. Lock contention and Redis errors do raise, for Dramatiq to retry.
 - The certificate being renewed keeps serving until the new one is stored.
+- The event that reports a stored outcome (ready, renewed, generation_failed, renewal_failed,
+  rate_limited, revoked, deleted) is written in the same MULTI/EXEC as the record change: a
+  redelivered message finds the outcome stored and stops, so an event written apart from the
+  change would be lost if the worker died between the two.
 
 Lifecycle events (domain "certificate", subject the certificate's name, on the trace id of the
 message): generation_started, ready, generation_failed (first certificate);
@@ -32,6 +36,7 @@ from app import redis as keys
 from app.certificates import key_purpose
 from app.crypto import SecretBox
 from app.errors import AcmeError, ChallengeFailed, Conflict, RateLimited, Unavailable
+from app.events import Event
 from app.jobs import (
     CONVERT_CERTIFICATE_TO_PRODUCTION,
     DELETE_CERTIFICATE,
@@ -42,6 +47,7 @@ from app.jobs import (
 from app.locks import KeptLock, LockBusy
 from app.models import Certificate
 from app.settings import Settings
+from app.stores.base import Extra
 from app.stores.certificates import CertificateStore
 from app.stores.challenges import ChallengeStore
 from workers.acme_client import (
@@ -161,18 +167,23 @@ class CertificateService:
                     log.warning("revocation of %s refused: %s", cert.id, ex.description)
                     return
             self._save(cert.id, status="revoked", revoked_at=self.clock(), key_pem="",
-                       renew_after=0.0, **_NO_ORDER)
-            self._emit("revoked", cert, {"reason": reason, "serial": cert.serial})
+                       renew_after=0.0, **_NO_ORDER,
+                       extra=self._emit_on_commit(
+                           "revoked", lambda c: {"reason": reason, "serial": c.serial}))
 
     def delete(self, certificate_id: str) -> None:
         with self._locked(certificate_id):
             cert = self.store.find(certificate_id)
             if cert is None:
                 return
-            self.store.delete(cert.id)
-            self.store.client.delete(keys.expiry_warnings(cert.id),
-                                     keys.certificate_job_guard(cert.id))
-            self._emit("deleted", cert, {"serial": cert.serial})
+            emit = self._emit_on_commit("deleted", lambda c: {"serial": c.serial})
+
+            def extra(pipe, removed: Certificate) -> None:
+                pipe.delete(keys.expiry_warnings(removed.id),
+                            keys.certificate_job_guard(removed.id))
+                emit(pipe, removed)
+
+            self.store.delete(cert.id, extra=extra)
 
     # -- obtaining a certificate -----------------------------------------------------------
 
@@ -241,29 +252,29 @@ class CertificateService:
         window = acme.renewal_window(issued.cert_pem) if acme.supports_renewal_info else None
         renew_after, source = renewal_plan(issued.not_before, issued.not_after, window)
         renewed = cert.order_purpose == "renew"
-        saved = self._save(
+        self._save(
             cert.id, status="active", cert_pem=issued.cert_pem, key_pem=cert.order_key_pem,
             not_before=issued.not_before, not_after=issued.not_after, serial=issued.serial,
             issued_at=self.clock(), renew_after=renew_after, renewal_source=source,
             ari_retry_at=window.retry_at if window is not None else 0.0,
             failures=0, backoff_until=0.0, backoff_reason="", last_error="",
-            issuer_directory=cert.order_directory, **_NO_ORDER)
-        self._emit("renewed" if renewed else "ready", saved,
-                   {"domains": list(saved.domains), "serial": saved.serial,
-                    "not_after": saved.not_after, "renew_after": saved.renew_after,
-                    "renewal_source": source, "directory": saved.directory})
+            issuer_directory=cert.order_directory, **_NO_ORDER,
+            extra=self._emit_on_commit(
+                "renewed" if renewed else "ready",
+                lambda saved: {"domains": list(saved.domains), "serial": saved.serial,
+                               "not_after": saved.not_after, "renew_after": saved.renew_after,
+                               "renewal_source": source, "directory": saved.directory}))
 
     def _rate_limited(self, cert: Certificate, ex: RateLimited) -> None:
         now = self.clock()
         failures = cert.failures + 1
         until = ex.retry_after or now + max(RATE_LIMIT_MIN_BACKOFF_S,
                                             backoff_s(self.settings, failures))
-        saved = self._save(cert.id, failures=failures, backoff_until=until,
-                           backoff_reason="rate_limited", last_error=ex.description,
-                           last_error_at=now, **_NO_ORDER,
-                           status=self._status_after_failure(cert))
-        self._emit("rate_limited", saved, {"error": ex.description, "code": ex.code,
-                                           "backoff_until": until})
+        self._save(cert.id, failures=failures, backoff_until=until,
+                   backoff_reason="rate_limited", last_error=ex.description,
+                   last_error_at=now, **_NO_ORDER, status=self._status_after_failure(cert),
+                   extra=self._emit_on_commit("rate_limited", lambda _: {
+                       "error": ex.description, "code": ex.code, "backoff_until": until}))
         log.warning("certificate %s rate-limited until %s: %s", cert.id,
                     time.strftime("%FT%TZ", time.gmtime(until)), ex.description)
 
@@ -278,13 +289,13 @@ class CertificateService:
         changes = {} if unreachable else dict(_NO_ORDER)
         if not unreachable:
             changes["status"] = self._status_after_failure(cert)
-        saved = self._save(cert.id, failures=failures, backoff_until=until,
-                           backoff_reason=reason, last_error=ex.description,
-                           last_error_at=now, **changes)
-        self._emit("renewal_failed" if renewing else "generation_failed", saved,
-                   {"error": ex.description, "reason": reason,
-                    "code": getattr(ex, "code", ""), "failures": failures,
-                    "backoff_until": until})
+        self._save(cert.id, failures=failures, backoff_until=until, backoff_reason=reason,
+                   last_error=ex.description, last_error_at=now, **changes,
+                   extra=self._emit_on_commit(
+                       "renewal_failed" if renewing else "generation_failed", lambda _: {
+                           "error": ex.description, "reason": reason,
+                           "code": getattr(ex, "code", ""), "failures": failures,
+                           "backoff_until": until}))
         log.warning("certificate %s: %s (attempt %d; next not before %s)", cert.id,
                     ex.description, failures, time.strftime("%FT%TZ", time.gmtime(until)))
 
@@ -317,12 +328,14 @@ class CertificateService:
         return _Held(self.store.client, keys.certificate_lock(certificate_id),
                      ttl_s=self.settings.acme_lock_ttl_s, wait_s=LOCK_WAIT_S)
 
-    def _save(self, certificate_id: str, **changes) -> Certificate:
-        """Apply field changes to the current record (re-read on a concurrent update)."""
+    def _save(self, certificate_id: str, *, extra: Extra | None = None,
+              **changes) -> Certificate:
+        """Apply field changes to the current record (re-read on a concurrent update); `extra`
+        adds commands to the update's transaction (see app/stores/base.py)."""
         for _ in range(5):
             current = self.store.get(certificate_id)
             try:
-                return self.store.update(current.replace(**changes))
+                return self.store.update(current.replace(**changes), extra=extra)
             except Conflict:
                 continue
         raise Conflict(f"certificate {certificate_id!r} keeps changing; try again")
@@ -333,9 +346,20 @@ class CertificateService:
 
     def _emit(self, event_type: str, cert: Certificate, data: dict) -> None:
         """Publish and wait for the write: a lifecycle event must not sit in the buffer of a
-        worker that may be killed before the next flush (a few ms, once per step)."""
+        worker that may be killed before the next flush (a few ms, once per step). For an
+        event reporting a record change, `_emit_on_commit` instead."""
         self.publisher.emit(DOMAIN, event_type, SOURCE, cert.id, data)
         self.publisher.flush(timeout=EVENT_FLUSH_S)
+
+    def _emit_on_commit(self, event_type: str, data: Callable[[Certificate], dict]) -> Extra:
+        """A store write's `extra` that adds the event reporting the change to the write's own
+        transaction, its data taken from the record as written: the event is stored exactly
+        when the change is, on the message's trace id. Events published before it were
+        flushed already (`_emit`), so the stream keeps their order."""
+        def stage(pipe, cert: Certificate) -> None:
+            self.publisher.stage(pipe, DOMAIN,
+                                 Event.create(event_type, SOURCE, cert.id, data(cert)))
+        return stage
 
 
 _NO_ORDER = {"order_url": "", "order_key_pem": "", "order_purpose": "", "order_directory": ""}

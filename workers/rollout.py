@@ -27,7 +27,7 @@ import redis
 
 from app import redis as keys
 from app.errors import BerthError, Conflict, NotFound, Unavailable
-from app.events import Publisher
+from app.events import Event, Publisher
 from app.locks import KeptLock
 from app.models import (
     LABEL_INSTANCE,
@@ -42,6 +42,7 @@ from app.models import (
     now_s,
 )
 from app.settings import Settings
+from app.stores.base import Extra
 from app.stores.health import Health, HealthStore
 from app.stores.ports import PortStore
 from app.stores.routes import RouteStore
@@ -92,9 +93,19 @@ class ServiceContext:
 
     def emit(self, event_type: str, svc: Service | str, **data) -> None:
         """An event on the service stream; `data.owner` lets the owner's tokens see it."""
-        if isinstance(svc, Service):
-            svc, data = svc.id, {"owner": svc.owner, **data}
-        self.publisher.emit("service", event_type, "worker", svc, data)
+        self.publisher.publish("service", _service_event(event_type, svc, data))
+
+    def emit_on_commit(self, event_type: str, svc: Service | str, **data) -> Extra:
+        """The same event as a store write's `extra` (app/stores/base.py): written in the
+        write's own transaction, so it is stored exactly when the change it reports is."""
+        event = _service_event(event_type, svc, data)
+        return lambda pipe, _record: self.publisher.stage(pipe, "service", event)
+
+
+def _service_event(event_type: str, svc: Service | str, data: dict) -> Event:
+    if isinstance(svc, Service):
+        svc, data = svc.id, {"owner": svc.owner, **data}
+    return Event.create(event_type, "worker", svc, data)
 
 
 # -- names ----------------------------------------------------------------------------------

@@ -219,7 +219,8 @@ def stop(ctx: ServiceContext, name: str) -> None:
 
 def delete(ctx: ServiceContext, name: str) -> None:
     """Remove the route, the containers, their ports and health, then the record (last, so a
-    redelivered delete still finds what is left to do)."""
+    redelivered delete still finds what is left to do) together with service_deleted, in one
+    transaction: a redelivery that finds no record has nothing left to report either."""
 
     def body(svc: Service) -> None:
         routed = routed_targets(ctx, name)
@@ -230,8 +231,8 @@ def delete(ctx: ServiceContext, name: str) -> None:
         removed = remove_containers(ctx, name, containers)
         freed = release_leaked_ports(ctx, name, ())
         ctx.health.clear(name)
-        ctx.services.delete(name)
-        ctx.emit("service_deleted", svc, removed=removed, leaked_ports_freed=freed)
+        ctx.services.delete(name, extra=ctx.emit_on_commit(
+            "service_deleted", svc, removed=removed, leaked_ports_freed=freed))
 
     run_command(ctx, name, "delete", body)
 

@@ -6,19 +6,27 @@ table version counter bumped (and announced on a pub/sub channel) by every chang
 such as the proxy's route table can refresh without polling every record.
 
 Every write runs under WATCH on the keys it reads and commits in one MULTI/EXEC; a record
-whose `version` differs from the caller's is refused with Conflict.
+whose `version` differs from the caller's is refused with Conflict. A write's `extra`, a
+function of (pipeline, record), adds the caller's own commands to that transaction (the event
+that reports the change, a key the change makes obsolete): they commit with the change or not
+at all. It is called with the record the write returns (the removed one for a delete), once per
+attempt (again after a WATCH conflict), and must only queue commands on the pipeline.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 import redis
 
 from app import redis as keys
 from app.errors import Conflict, NotFound, Unavailable
 from app.models import now_s
+
+# A write's `extra`: queues more commands on the write's MULTI, given the record it returns.
+Extra = Callable[[redis.client.Pipeline, Any], object]
 
 
 def _dumps(record: dict) -> str:
@@ -76,23 +84,25 @@ class Repository:
 
     # -- writes --------------------------------------------------------------------------
 
-    def create(self, item):
+    def create(self, item, *, extra: Extra | None = None):
         """Store a new record (version 1); Conflict if the id or a unique value is taken."""
         item = item.replace(version=1)
-        return self._write(item.id, None, item)
+        return self._write(item.id, None, item, extra=extra)
 
-    def update(self, item, *, expected_version: int | None = None):
+    def update(self, item, *, expected_version: int | None = None, extra: Extra | None = None):
         """Replace a record; Conflict when its stored version is not `expected_version`
         (default: the version `item` carries)."""
         expected = item.version if expected_version is None else expected_version
         return self._write(item.id, expected, item.replace(version=expected + 1,
-                                                            updated_at=now_s()))
+                                                            updated_at=now_s()), extra=extra)
 
-    def delete(self, record_id: str, *, expected_version: int | None = None):
+    def delete(self, record_id: str, *, expected_version: int | None = None,
+               extra: Extra | None = None):
         """Remove a record and its index entries; returns the removed record."""
-        return self._write(record_id, expected_version, None, deleting=True)
+        return self._write(record_id, expected_version, None, deleting=True, extra=extra)
 
-    def _write(self, record_id: str, expected: int | None, new, *, deleting: bool = False):
+    def _write(self, record_id: str, expected: int | None, new, *, deleting: bool = False,
+               extra: Extra | None = None):
         record_key = keys.record(self.noun, record_id)
         unique_keys = {name: keys.unique_index(self.noun, name) for name in self.unique}
         try:
@@ -104,8 +114,11 @@ class Repository:
                         self._check(record_id, old, new, expected, deleting, pipe, unique_keys)
                         pipe.multi()
                         self._stage(pipe, record_key, old, new, unique_keys)
+                        written = new if new is not None else old
+                        if extra is not None:
+                            extra(pipe, written)
                         pipe.execute()
-                        return new if new is not None else old
+                        return written
                     except redis.WatchError:
                         continue
         except (redis.ConnectionError, redis.TimeoutError) as ex:

@@ -3,6 +3,8 @@ process that carries them out (SIGKILLed and started again by the tests), and wh
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from app import redis as keys
 from app.events import Event
 from app.services import ServiceCommands
@@ -47,9 +49,10 @@ class Services:
         self.workers = 0
         self.worker = self.start_worker()
 
-    def start_worker(self):
+    def start_worker(self, **env: str):
+        """A worker process; `env` overrides this suite's (e.g. its REDIS_URL)."""
         self.workers += 1
-        return start_worker(self.env, self.log_dir / f"worker-{self.workers}.log")
+        return start_worker({**self.env, **env}, self.log_dir / f"worker-{self.workers}.log")
 
     def create(self, name: str = "web", **fields) -> None:
         """Create a service as the API would, and wait until the proxy serves it."""
@@ -103,12 +106,18 @@ class Services:
     def routed(self, name: str = "web") -> bool:
         return self.redis.exists(keys.record("route", route_id(name))) == 1
 
-    def kill_and_redeliver(self) -> None:
-        """SIGKILL the worker; requeue what it held, as Dramatiq would a minute later; start
-        a new one."""
+    def kill_and_redeliver(self, then: Callable[[], None] = lambda: None) -> None:
+        """SIGKILL the worker; run `then` (what happens to a request it left held); requeue
+        what it held, as Dramatiq would a minute later; start a new one."""
         self.worker.kill()
+        then()
         _requeue_messages_of_dead_workers(self.settings, "services")
         self.worker = self.start_worker()
+
+    def redelivery_done(self) -> None:
+        """Every service command acknowledged: any event it would publish is published."""
+        wait_until(lambda: self.redis.hlen("dramatiq:services.msgs") == 0, timeout=60,
+                   what="the service commands done")
 
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-6000:]

@@ -101,34 +101,77 @@ def test_revoke_killed_while_the_ca_revokes_is_recorded_once(certs, pebble, figu
     assert pebble.cert_status(revoked.serial)["Status"] == "Revoked"
 
 
-@pytest.mark.parametrize("when", [
-    "before_the_write",
-    pytest.param("after_the_write", marks=pytest.mark.xfail(strict=True, reason=(
-        "the record is deleted before the `deleted` event is published; a worker killed "
-        "between the two leaves a redelivery that finds nothing and publishes nothing, so "
-        "the event is lost (the same holds for `revoked` and `service_deleted`)"))),
-])
-def test_delete_killed_at_its_redis_write_completes_once(certs, redis_server, redis_client,
-                                                        tmp_path, when, figures):
+@contextlib.contextmanager
+def worker_through_relay(certs: Platform, redis_server, tmp_path):
+    """Replace the worker with one whose Redis connections pass through a HoldingRelay."""
     certs.procs.pop("worker").stop()
     relay = HoldingRelay(redis_server.port).start()
     try:
         certs.procs["worker"] = start_worker({**certs.env, "REDIS_URL": relay.url},
                                              tmp_path / "worker-relayed.log")
+        yield relay
+    finally:
+        relay.stop()
+
+
+def kill_at_the_write(certs: Platform, relay: HoldingRelay, held, when: str) -> None:
+    """Once the worker waits on the held transaction, SIGKILL it; the transaction then reaches
+    Redis (after_the_write) or not (before_the_write); the message is redelivered and a new
+    worker runs it to the end."""
+    wait_until(held.is_set, timeout=30, what="the transaction sent")
+    certs.procs.pop("worker").kill()
+    relay.release() if when == "after_the_write" else relay.discard()
+    _requeue_messages_of_dead_workers(certs.settings, "certificates")
+    certs.start("worker-again")
+
+
+def redelivery_done(certs: Platform) -> None:
+    """The redelivered message acknowledged: any event it would publish is published."""
+    wait_until(lambda: certs.redis.hlen("dramatiq:certificates.msgs") == 0,
+               what="the redelivered message done")
+
+
+# After the write, the redelivered message finds the job done and stops: the event must have
+# been written with the change (the same transaction), or it is lost.
+WHEN = ["before_the_write", "after_the_write"]
+
+
+@pytest.mark.parametrize("when", WHEN)
+def test_delete_killed_at_its_redis_write_completes_once(certs, redis_server, redis_client,
+                                                        tmp_path, when, figures):
+    with worker_through_relay(certs, redis_server, tmp_path) as relay:
         # The transaction that removes the record and its index entries.
         deleting = relay.hold(b"MULTI", b"ZREM", keys.record("certificate", "c").encode())
         certs.commands.delete(certs.store.get("c"))
-        wait_until(deleting.is_set, timeout=30, what="the delete transaction sent")
-        certs.procs.pop("worker").kill()
-        relay.release() if when == "after_the_write" else relay.discard()
-        _requeue_messages_of_dead_workers(certs.settings, "certificates")
-        certs.start("worker-again")
+        kill_at_the_write(certs, relay, deleting, when)
         wait_until(lambda: certs.store.find("c") is None, what="the record deleted")
+        redelivery_done(certs)
         with contextlib.suppress(TimeoutError):  # a missing event is asserted below
             wait_until(lambda: "deleted" in certs.types("c"), timeout=5, what="deleted event")
         figures(when=when, deleted_events=certs.types("c").count("deleted"),
                 steady_sent=certs.load.sent, steady_failed=certs.load.failed)
         assert certs.types("c") == ["generation_started", "ready", "deleted"]
         assert not redis_client.exists(keys.certificate_job_guard("c"))
-    finally:
-        relay.stop()
+
+
+@pytest.mark.parametrize("when", WHEN)
+def test_revoke_killed_at_its_redis_write_is_recorded_once(certs, pebble, redis_server,
+                                                          tmp_path, when, figures):
+    with worker_through_relay(certs, redis_server, tmp_path) as relay:
+        # The transaction that stores the revoked record (the CA has revoked it by then).
+        revoking = relay.hold(b"MULTI", keys.record("certificate", "c").encode(),
+                              b'"status":"revoked"')
+        certs.commands.revoke(certs.store.get("c"))
+        kill_at_the_write(certs, relay, revoking, when)
+        revoked = certs.wait_for("c", lambda c: c.status == "revoked", "the revoked record")
+        redelivery_done(certs)
+        with contextlib.suppress(TimeoutError):  # a missing event is asserted below
+            wait_until(lambda: "revoked" in certs.types("c"), timeout=5, what="revoked event")
+        revocations = [p for m, p, _s in certs.front.requests
+                       if m == "POST" and "/revoke-cert" in p]
+        figures(when=when, revocations_sent=len(revocations),
+                revoked_events=certs.types("c").count("revoked"),
+                steady_sent=certs.load.sent, steady_failed=certs.load.failed)
+        assert certs.types("c") == ["generation_started", "ready", "revoked"]
+        assert revoked.serial == certs.issued.serial and not revoked.key_pem
+        assert pebble.cert_status(revoked.serial)["Status"] == "Revoked"

@@ -1,11 +1,12 @@
 """A worker SIGKILLed in the middle of scale, redeploy, start, restart, stop and delete: the
-redelivered command finishes the job once (one event, exactly the wanted containers and
-ports), and a steady load through the proxy loses nothing.
+redelivered command finishes the job once (one event, exactly the wanted containers and ports),
+and a steady load through the proxy loses nothing.
 
-The kill lands where a command spends its time: waiting for new containers to pass their
-health check (the service's command sleeps 2 s before serving), or draining a route before
-stopping containers. Dramatiq requeues a dead worker's messages after a 60 s heartbeat
-timeout; the test runs that requeue step at once. Create is covered by
+The kill lands where a command spends its time: waiting for new containers to pass their health
+check (the service's command sleeps 2 s before serving), or draining a route before stopping
+containers; for delete also at its last Redis write, held by a relay (tests/faults/relay.py),
+just before or just after the record is removed. Dramatiq requeues a dead worker's messages
+after a 60 s heartbeat timeout; the test runs that requeue step at once. Create is covered by
 tests/docker/test_services_e2e.py, on the Docker suite's engine; these run on this suite's.
 """
 
@@ -15,9 +16,11 @@ import contextlib
 
 import pytest
 
+from app import redis as keys
 from harness.procs import wait_until
 from tests.faults.load import SteadyLoad
 from tests.faults.platform import explain
+from tests.faults.relay import HoldingRelay
 from tests.faults.services import SLOW_START, Services
 
 pytestmark = [pytest.mark.faults, pytest.mark.docker]
@@ -152,3 +155,32 @@ def test_delete_killed_while_draining_leaves_nothing(draining_web, figures):
     assert svc.count(trace, "service_deleted") == 1
     assert svc.containers() == [] and svc.ports() == []
     assert svc.store.find("web") is None
+
+
+@pytest.mark.parametrize("when", ["before_the_write", "after_the_write"])
+def test_delete_killed_at_its_redis_write_is_reported_once(draining_web, redis_server, when,
+                                                          figures):
+    """After the write the redelivered delete finds no record and stops: service_deleted must
+    have been written with the removal (one transaction), or it is lost."""
+    svc = draining_web
+    relay = HoldingRelay(redis_server.port).start()
+    try:
+        svc.worker.stop()
+        svc.worker = svc.start_worker(REDIS_URL=relay.url)
+        # The transaction that removes the record and its index entries.
+        deleting = relay.hold(b"MULTI", b"ZREM", keys.record("service", "web").encode())
+        trace = svc.send("delete")
+        wait_until(deleting.is_set, timeout=60, what="the delete transaction sent")
+        svc.kill_and_redeliver(then=relay.release if when == "after_the_write"
+                               else relay.discard)
+        wait_until(lambda: svc.store.find("web") is None, what="the record deleted")
+        svc.redelivery_done()
+        with contextlib.suppress(TimeoutError):  # a missing event is asserted below
+            wait_until(lambda: svc.count(trace, "service_deleted"), timeout=5,
+                       what="service_deleted event")
+        figures(**loads(svc, when=when, deleted_events=svc.count(trace, "service_deleted")))
+        assert svc.count(trace, "service_deleted") == 1
+        assert [e.type for e in svc.events(trace)] == ["service_deleted"]
+        assert svc.containers() == [] and svc.ports() == []
+    finally:
+        relay.stop()
