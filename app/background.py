@@ -12,6 +12,15 @@ import os
 import threading
 from collections.abc import Callable
 
+# This process's id, kept current across forks: os.getpid() is a system call, and
+# `ensure_started` runs for every event the proxy publishes.
+_process = {"pid": os.getpid()}
+os.register_at_fork(after_in_child=lambda: _process.update(pid=os.getpid()))
+
+
+def current_pid() -> int:
+    return _process["pid"]
+
 
 class ProcessThread:
     def __init__(self, name: str, target: Callable[[threading.Event], None]):
@@ -25,7 +34,7 @@ class ProcessThread:
 
     def ensure_started(self) -> None:
         """Start the thread unless it already runs in this process (thread-safe)."""
-        pid = os.getpid()
+        pid = _process["pid"]
         if self._pid == pid:
             return
         with self._lock:

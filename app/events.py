@@ -188,6 +188,11 @@ class Publisher:
                     self.redis_ok = False
                     backoff = min(max(backoff * 2, 0.1), 2.0)
                     break
+                if len(self._buffer) < self._batch:
+                    # What arrived during that write waits for the next interval (or a full
+                    # batch): chasing it would flush continuously, in batches as small as one
+                    # Redis round trip's worth of requests, each paying a batch's overhead.
+                    break
 
     def stage(self, pipe: redis.client.Pipeline, domain: str, event: Event) -> Event:
         """Queue `event` for `events:<domain>:stream` on `pipe`, a caller's MULTI/EXEC

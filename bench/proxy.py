@@ -11,16 +11,27 @@ fixed nginx backend, for a small body and a 16 KiB body:
   berth         the real proxy (gunicorn, 2 gevent workers), request events on
   berth-noevt   the same with BERTH_PROXY_REQUEST_EVENTS=off
 
-and prints req/s, p50 and p99 per proxy and body, then berth's ratio to each peer.
-Peers that are not installed are reported as such (`make bench` installs wrk, nginx and
-HAProxy; Caddy and mitmproxy come from the Debian packages of the same names).
+and prints req/s, p50 and p99 per proxy and body, then berth's ratio to each peer and what
+request events cost (berth-noevt against berth).
 
-    python bench/proxy.py [--duration 8] [--connections 32] [--threads 1]
+Then latency at a fixed rate: half of berth's peak (events on, per body), sent open-loop by
+bench/fixed_rate.py over the same number of keep-alive connections, each latency measured
+from the request's scheduled send time (so queueing behind a stall is counted, unlike wrk's).
+Measured for direct, berth, berth-noevt and every peer whose peak was above the rate; the
+table shows p50/p99/p99.9 and the p99 berth adds over direct (target: under 2 ms).
+
+Peers that are not installed are reported as such (`make bench` installs wrk, nginx and
+HAProxy; Caddy and mitmproxy come from the Debian packages of the same names). Figures also
+go to bench/results/proxy.json.
+
+    python -m bench.proxy [--duration 8] [--connections 32] [--threads 1]
+                          [--fixed-duration 8] [--only berth,caddy]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -33,12 +44,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.models import Route  # noqa: E402
 from app.redis import create_client  # noqa: E402
+from app.settings import Settings  # noqa: E402
 from app.stores import RouteStore  # noqa: E402
+from bench import fixed_rate  # noqa: E402
 from harness.procs import Proc, RedisServer, find_binary, free_port, wait_for_port  # noqa: E402
 from harness.proxy import ProxyProcess  # noqa: E402
 
 HOST = "bench.test"
 BODIES = {"small": "/small", "16KiB": "/16k"}
+RESULTS_PATH = Path(__file__).resolve().parent / "results" / "proxy.json"
 
 
 def nginx_conf(workdir: Path, port: int, location: str, *, workers: int,
@@ -167,6 +181,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--only", default="", help="comma-separated subset, e.g. berth,caddy "
                         "(direct is always measured)")
+    parser.add_argument("--fixed-duration", type=float, default=8.0,
+                        help="seconds per fixed-rate latency measurement (0: skip them)")
     args = parser.parse_args()
     for required in ("wrk", "nginx", "redis-server"):
         if find_binary(required) is None:
@@ -174,6 +190,7 @@ def main() -> None:
 
     procs: list = []
     results: dict[str, dict] = {}
+    latency: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="berth-bench-") as tmp:
         workdir = Path(tmp)
         workdir.chmod(0o755)  # the backend's nginx workers (nobody) read files below it
@@ -202,8 +219,11 @@ def main() -> None:
             for name, events in (("berth", "on"), ("berth-noevt", "off")):
                 if only and not only & {"berth", name}:
                     continue
+                # Production's event flush interval, not the harness's shorter one for tests.
+                flush_ms = str(Settings.from_env({}).publisher_flush_ms)
                 proxy = ProxyProcess(workdir / name, redis_server.url,
                                      {"BERTH_PROXY_REQUEST_EVENTS": events,
+                                      "BERTH_PUBLISHER_FLUSH_MS": flush_ms,
                                       "BERTH_LOG_LEVEL": "warning"}).start()
                 procs.append(proxy)
                 targets[name] = proxy.port
@@ -216,10 +236,39 @@ def main() -> None:
                                               args.threads)
                     print(f"  measured {name:<12} {body:<6} "
                           f"{results[name][body]['rps']:>10.0f} req/s", file=sys.stderr)
+            if args.fixed_duration > 0 and "berth" in results:
+                latency = fixed_rate_latency(targets, results, args)
         finally:
             for proc in reversed(procs):
                 proc.stop()
     report(results, args)
+    report_latency(latency, args)
+    RESULTS_PATH.parent.mkdir(exist_ok=True)
+    RESULTS_PATH.write_text(json.dumps(
+        {"when": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpus": os.cpu_count(),
+         "args": vars(args), "throughput": results, "fixed_rate": latency}, indent=2))
+
+
+def fixed_rate_latency(targets: dict[str, int], results: dict[str, dict], args) -> dict:
+    """{body: {"rate": r, name: summary}}: every target that reached half of berth's peak
+    with wrk, at that rate, open loop."""
+    latency: dict[str, dict] = {}
+    for body, path in BODIES.items():
+        rate = round(results["berth"][body]["rps"] / 2)
+        latency[body] = {"rate": rate}
+        for name, port in targets.items():
+            if results[name][body]["rps"] < rate:
+                latency[body][name] = {"overloaded": "its peak is below this rate"}
+                continue
+            fixed_rate.run("127.0.0.1", port, path, rate=rate, duration=1, warmup=0,
+                           connections=args.connections, headers={"Host": HOST})  # warm up
+            result = fixed_rate.run("127.0.0.1", port, path, rate=rate,
+                                    duration=args.fixed_duration,
+                                    connections=args.connections, headers={"Host": HOST})
+            latency[body][name] = result.summary()
+            print(f"  fixed rate {name:<12} {body:<6} {rate:>7} req/s: "
+                  f"p99 {result.p99_ms:.2f} ms", file=sys.stderr)
+    return latency
 
 
 def report(results: dict[str, dict], args) -> None:
@@ -246,6 +295,35 @@ def report(results: dict[str, dict], args) -> None:
             off = results["berth-noevt"][body]["rps"] / by_body[body]["rps"]
             cells.append(f"{body}: {on:.2f}x / {off:.2f}x")
         print(f"  vs {peer:<10} " + "   ".join(cells))
+    cost = "   ".join(
+        f"{body}: {1 - results['berth'][body]['rps'] / results['berth-noevt'][body]['rps']:.1%}"
+        for body in BODIES)
+    print(f"\nrequest events cost (1 - events on / events off): {cost}   (target: < 5%)")
+
+
+def report_latency(latency: dict[str, dict], args) -> None:
+    if not latency:
+        return
+    print(f"\nlatency at a fixed rate of half berth's peak (events on), open loop over "
+          f"{args.connections} keep-alive connections, {args.fixed_duration:g} s after 1 s of "
+          f"warm-up, measured from each request's scheduled send time (bench/fixed_rate.py)\n")
+    print(f"{'proxy':<12} {'body':<6} {'req/s':>7} {'done/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+          f"{'p99.9 ms':>9} {'max ms':>8} {'+p99 ms':>8} {'errors':>7}")
+    for body, by_name in latency.items():
+        direct = by_name.get("direct", {}).get("p99_ms")
+        for name, r in by_name.items():
+            if name == "rate":
+                continue
+            if "overloaded" in r:
+                print(f"{name:<12} {body:<6} {by_name['rate']:>7} {r['overloaded']}")
+                continue
+            added = r["p99_ms"] - direct if direct is not None and name != "direct" else None
+            print(f"{name:<12} {body:<6} {r['rate']:>7.0f} {r['achieved_rate']:>8.0f} "
+                  f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['p999_ms']:>9.2f} "
+                  f"{r['max_ms']:>8.2f} {'' if added is None else f'{added:+.2f}':>8} "
+                  f"{r['errors'] + r['dropped']:>7}")
+    print("\n+p99: the p99 a proxy adds over direct-to-backend at the same rate "
+          "(target for berth: < 2 ms)")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import falcon
 import redis
+from gunicorn.http.errors import ParseException
 from gunicorn.workers.base_async import ALREADY_HANDLED
 
 from app.crypto import SecretBox
@@ -114,6 +115,10 @@ class ProxySink:
                    failed=True)
             return None
         ex.host = normalize_host(ex.host_header) or ""
+        refused = _refused(env, ex.host)
+        if refused is not None:
+            answer(resp, ex, *refused, reason="bad_request")
+            return None
         path = env.get("PATH_INFO") or "/"
         found = table.match(ex.host, path)
         if found is None:
@@ -166,9 +171,16 @@ class ProxySink:
         except BodyTooLarge:
             answer(resp, ex, 413, "the request body is too large", reason="body_too_large")
             return False
-        except ClientBodyError:
-            answer(resp, ex, 400, "the request body was incomplete",
-                   reason="client_body_incomplete", failed=True)
+        except ClientBodyError as err:
+            if isinstance(err.__cause__, ParseException):
+                # Malformed chunking: the client is still there to read why, but the rest of
+                # the connection cannot be parsed, so the answer goes out before the cut.
+                answer(resp, ex, 400, "the request body's chunked framing is malformed",
+                       reason="client_body_malformed")
+                _answer_now(client, resp)
+            else:
+                answer(resp, ex, 400, "the request body was incomplete",
+                       reason="client_body_incomplete", failed=True)
             _abort(client)  # the client is gone or stalled; nothing useful can be sent back
             return False
         except UpstreamError as err:
@@ -343,11 +355,44 @@ def create_proxy(settings: Settings, redis_client: redis.Redis,
     app.req_options.strip_url_path_trailing_slash = False
     app.add_route(acme_challenge.PATH,
                   acme_challenge.AcmeChallenge(ChallengeStore(redis_client), journal))
-    app.add_sink(sink, prefix="/")
+    # Prefix "": targets that are no path (`OPTIONS *`, CONNECT's host:port) get the sink's
+    # answer and event too, not Falcon's bare 404.
+    app.add_sink(sink, prefix="")
     tls = (TlsContexts(certificates, SecretBox.from_settings(settings), Path(settings.tls_dir))
            if scheme == "https" else None)
     return ProxyApp(app, sink, publisher=publisher, pool=pool, certificates=certificates,
                     tls=tls, heartbeat=Heartbeat(redis_client, component) if heartbeat else None)
+
+
+# What a backend with a signed 64-bit length can hold: beyond, it might wrap and desync.
+_MAX_CONTENT_LENGTH = (1 << 63) - 1
+_CODINGS = frozenset({"chunked", "identity"})
+
+
+def _refused(env: dict, host: str) -> tuple[int, str] | None:
+    """(status, why) for a request no backend should see, beyond what gunicorn refuses:
+    no usable Host (RFC 9112 3.2), a transfer coding other than chunked that the body would
+    lose on the way (6.1), a Content-Length a backend could misread."""
+    if not host:
+        return 400, "the Host header is missing or is not a valid host name"
+    coding = env.get("HTTP_TRANSFER_ENCODING")
+    if coding and not {c.strip().lower() for c in coding.split(",")} <= _CODINGS:
+        return 501, "only the chunked transfer coding is supported"
+    length = env.get("CONTENT_LENGTH")
+    if length and len(length) > 18 and int(length) > _MAX_CONTENT_LENGTH:
+        return 400, "the Content-Length is out of range"
+    return None
+
+
+def _answer_now(client: socket.socket | None, resp: falcon.Response) -> None:
+    """Write the answer in `resp` straight to the client, for a connection about to be cut."""
+    if client is None:
+        return
+    head = [f"HTTP/1.1 {falcon.code_to_http_status(resp.status)}",
+            *(f"{name}: {value}" for name, value in resp.headers.items()),
+            f"Content-Length: {len(resp.data)}", "Connection: close", "", ""]
+    with contextlib.suppress(OSError):
+        client.sendall("\r\n".join(head).encode("latin-1") + resp.data)
 
 
 def _content_length(env: dict) -> int | None:

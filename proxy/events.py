@@ -17,6 +17,7 @@ Publishing is a deque append: it never waits on Redis.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from app.logs import redact
 from app.tracing import current_trace_id, trace_id_from_headers
 from proxy.headers import TrustedProxies
 
+_json_str = json.encoder.encode_basestring_ascii  # what json.dumps uses for strings
 # Cheap test for what app.logs.redact would mask (tokens, credentials, keys).
 _MAYBE_SECRET = re.compile(r"(?i)brt_|bearer|basic|authorization|cookie|api-key|private key")
 
@@ -96,24 +98,47 @@ class Journal:
     def record(self, ex: Exchange) -> None:
         if self.publisher is None:
             return
+        host, path = ex.host or ex.host_header, ex.raw_path
+        # Built directly rather than with Event.create, whose recursive scrub costs more than
+        # the rest of the request: only the client-chosen strings can hold a secret.
+        if _MAYBE_SECRET.search(f"{host} {path}"):
+            host, path = redact(host), redact(path)
         data = {
-            "host": ex.host or ex.host_header, "route_id": ex.route_id, "method": ex.method,
-            "path": ex.raw_path, "status": ex.status,
-            "duration_ms": round((self.clock() - ex.started) * 1000, 3),
+            "host": host, "route_id": ex.route_id, "method": ex.method, "path": path,
+            "status": ex.status, "duration_ms": round((self.clock() - ex.started) * 1000, 3),
             "bytes_in": ex.bytes_in, "bytes_out": ex.bytes_out, "upstream": ex.upstream,
             "client_ip": ex.client_ip, "error": ex.error,
         }
+        kind = RequestEvent
         if ex.websocket:
             data["websocket"] = True
-        # Built directly rather than with Event.create, whose recursive scrub costs more than
-        # the rest of the request: only the client-chosen strings can hold a secret.
-        for name in ("host", "path"):
-            if _MAYBE_SECRET.search(data[name]):
-                data[name] = redact(data[name])
-        self.publisher.publish("request", Event(
+            kind = Event
+        self.publisher.publish("request", kind(
             type="proxy_request_failed" if ex.failed else "proxy_request_completed",
-            source=self.source, subject=data["host"], data=data, trace_id=ex.trace_id,
+            source=self.source, subject=host, data=data, trace_id=ex.trace_id,
             ts_ms=now_ms()))
+
+
+class RequestEvent(Event):
+    """A request's event with the data Journal.record builds (no WebSocket flag), written as
+    JSON by an f-string in a third of the json module's time: there is one per request, and
+    the Publisher serialises it in the same process."""
+
+    def to_fields(self) -> dict[str, str]:
+        return {"type": self.type, "source": self.source, "subject": self.subject,
+                "trace_id": self.trace_id, "ts_ms": str(self.ts_ms),
+                "data": request_json(self.data)}
+
+
+def request_json(d: dict) -> str:
+    """json.dumps(d, separators=(",", ":")) for the data Journal.record builds: these keys,
+    in this order, numbers where it puts numbers."""
+    return (f'{{"host":{_json_str(d["host"])},"route_id":{_json_str(d["route_id"])},'
+            f'"method":{_json_str(d["method"])},"path":{_json_str(d["path"])},'
+            f'"status":{d["status"]},"duration_ms":{d["duration_ms"]!r},'
+            f'"bytes_in":{d["bytes_in"]},"bytes_out":{d["bytes_out"]},'
+            f'"upstream":{_json_str(d["upstream"])},"client_ip":{_json_str(d["client_ip"])},'
+            f'"error":{_json_str(d["error"])}}}')
 
 
 def _rebuild_uri(env: dict) -> str:

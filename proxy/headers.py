@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import random
 from collections.abc import Iterable
 
 from app.tracing import format_traceparent
@@ -31,6 +32,7 @@ FORWARDING = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-hos
 # Set by the proxy itself, or meaningless after it: gunicorn answers Expect: 100-continue.
 REPLACED_REQUEST = frozenset({"host", "content-length", "expect", "traceparent", "x-trace-id"})
 REPLACED_RESPONSE = frozenset({"server", "date", "x-trace-id"})
+_NOT_RELAYED = HOP_BY_HOP | REPLACED_RESPONSE
 INTERNAL_PREFIX = "x-berth-"
 HSTS_VALUE = "max-age=31536000"
 
@@ -95,6 +97,28 @@ def forwarding_headers(env: dict, *, peer: str, trusted: bool, client_ip: str, s
     ]
 
 
+# environ key -> (lower-case name, name to send), or _NOT_FORWARDED for a header the policy
+# above always replaces or removes; bounded, since clients choose header names.
+_ENVIRON_NAMES: dict[str, tuple[str, str]] = {}
+_NOT_FORWARDED = ("", "")
+
+
+def _environ_name(key: str) -> tuple[str, str]:
+    lower = key[5:].replace("_", "-").lower()
+    entry = _NOT_FORWARDED if (lower in HOP_BY_HOP or lower in REPLACED_REQUEST
+                               or lower in FORWARDING or lower.startswith(INTERNAL_PREFIX)) \
+        else (lower, lower.title())
+    if len(_ENVIRON_NAMES) < 1024:
+        _ENVIRON_NAMES[key] = entry
+    return entry
+
+
+def _span_id() -> str:
+    """The proxy's span id in the traceparent it sends: unique is enough, secret is not, so
+    no system call for randomness (gunicorn reseeds `random` in every worker)."""
+    return f"{random.getrandbits(64) or 1:016x}"
+
+
 def request_headers(env: dict, *, forwarding: list[tuple[str, str]],
                     trace_id: str, rules: Rules, drop: frozenset[str] = frozenset(),
                     extra: Iterable[tuple[str, str]] = ()) -> list[tuple[str, str]]:
@@ -112,13 +136,15 @@ def request_headers(env: dict, *, forwarding: list[tuple[str, str]],
     for key, value in env.items():
         if not key.startswith("HTTP_"):
             continue
-        name = key[5:].replace("_", "-").lower()
-        if (name in HOP_BY_HOP or name in named or name in REPLACED_REQUEST
-                or name in FORWARDING or name in drop or name.startswith(INTERNAL_PREFIX)):
+        entry = _ENVIRON_NAMES.get(key) or _environ_name(key)
+        if entry is _NOT_FORWARDED:
             continue
-        out.append((name.title(), value))
+        lower, name = entry
+        if lower in named or lower in drop:
+            continue
+        out.append((name, value))
     out.extend(forwarding)
-    out.append(("traceparent", format_traceparent(trace_id)))
+    out.append(("traceparent", format_traceparent(trace_id, _span_id())))
     out.append(("X-Trace-Id", trace_id))
     out.extend(extra)
     return apply_rules(out, rules) if rules else out
@@ -127,13 +153,13 @@ def request_headers(env: dict, *, forwarding: list[tuple[str, str]],
 def response_headers(headers: list[tuple[str, str]], *, trace_id: str, rules: Rules,
                      hsts: bool = False) -> list[tuple[str, str]]:
     """The upstream response headers as the client gets them."""
+    lowered = [(name.lower(), name, value) for name, value in headers]
     named = frozenset()
-    for name, value in headers:
-        if name.lower() == "connection":
+    for lower, _name, value in lowered:
+        if lower == "connection":
             named |= connection_tokens(value)
-    out = [(name, value) for name, value in headers
-           if (lower := name.lower()) not in HOP_BY_HOP and lower not in named
-           and lower not in REPLACED_RESPONSE]
+    out = [(name, value) for lower, name, value in lowered
+           if lower not in _NOT_RELAYED and lower not in named]
     if rules:
         out = apply_rules(out, rules)
     if hsts and not any(name.lower() == "strict-transport-security" for name, _ in out):

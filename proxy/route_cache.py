@@ -23,6 +23,7 @@ from typing import Generic, TypeVar
 import redis
 
 from app import redis as keys
+from app.background import current_pid
 from app.errors import Unavailable
 from app.stores.base import Repository
 from proxy.routing import RouteTable
@@ -52,7 +53,7 @@ class TableCache(Generic[T]):
     def get(self) -> T | None:
         """The current table; loads it on first use in this process (None while Redis cannot
         be reached then; tried again at most once per interval, not on every request)."""
-        if self._pid != os.getpid():
+        if self._pid != current_pid():  # a cheap fork check: `get` runs on every request
             self.start()
         if self.current is None and time.monotonic() >= self._retry_at:
             with self._lock:

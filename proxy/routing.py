@@ -133,7 +133,8 @@ def _from_latin1(raw: str) -> str:
 @functools.lru_cache(maxsize=1024)
 def _idna_host(host: str) -> str | None:
     try:
-        return idna.encode(host, uts46=True).decode("ascii")
+        # UTS 46 maps full stops such as U+3002 to ".", so a trailing one shows only now.
+        return idna.encode(host, uts46=True).decode("ascii").rstrip(".") or None
     except (idna.IDNAError, UnicodeError, ValueError):
         return None
 

@@ -12,6 +12,7 @@ from app.events import Event
 from app.models import Route
 from app.redis import stream
 from app.stores import RouteStore
+from app.tracing import new_trace_id
 from harness.procs import wait_until
 from harness.proxy import ProxyProcess
 from tests.e2e.backends import HttpBackend, WebSocketEcho
@@ -85,17 +86,31 @@ class Routes:
             {"host": host, "targets": targets, **fields})))
         probe = host.replace("*", "probe")
         path = fields.get("path_prefix", "/")
-        # New connections land on either worker; both must have the route.
-        wait_until(lambda: all(self._served(probe, path) for _ in range(6)),
+        # New connections land on either worker; both must serve the new route. An answer
+        # alone cannot show it (another route of the same host answers the same path until
+        # the new table arrives), so each probe's request event must name the new route.
+        wait_until(lambda: self._served(route.id, probe, path),
                    what=f"proxy serving {host}{path}")
         return route
 
-    def _served(self, host: str, path: str) -> bool:
+    def _served(self, route_id: str, host: str, path: str, probes: int = 8) -> bool:
+        traces = [new_trace_id() for _ in range(probes)]
+        for trace in traces:
+            try:
+                request(self.proxy.port, "GET", path, host, headers={"X-Trace-Id": trace})
+            except (OSError, http.client.HTTPException):
+                return False
+        redis_client = self.store.client
+
+        def routed():
+            events = [Event.from_entry(eid, fields)
+                      for eid, fields in redis_client.xrange(stream("request"))]
+            by_trace = {e.trace_id: e.data["route_id"] for e in events if e.trace_id in traces}
+            return by_trace if len(by_trace) == probes else None
         try:
-            status, _headers, body = request(self.proxy.port, "GET", path, host)
-        except (OSError, http.client.HTTPException):
+            return all(r == route_id for r in wait_until(routed, timeout=5).values())
+        except TimeoutError:
             return False
-        return not (status == 404 and b"no site is served" in body)
 
 
 @pytest.fixture

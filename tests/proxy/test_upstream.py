@@ -54,9 +54,14 @@ def test_framing_of_response_heads():
     assert h.status == 201
     h = head(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n")
     assert (h.status, h.keep_alive) == (101, False)
-    # A header value with a control character is dropped, not relayed.
+    # A header value with a control character is dropped, not relayed: a lone CR or LF too.
     assert head(b"HTTP/1.1 200 OK\r\nX-Bad: a\x01b\r\nContent-Length: 0\r\n\r\n").headers == [
         ("Content-Length", "0")]
+    for stray in (b"a\rb", b"a\x7fb", b"a\x00b", b"a\x1bb"):
+        raw = b"HTTP/1.1 200 OK\r\nX-Bad: " + stray + b"\r\nX-Ok: 1\r\nContent-Length: 0\r\n\r\n"
+        assert head(raw).headers == [("X-Ok", "1"), ("Content-Length", "0")]
+    # Latin-1 is kept as it came; a tab is no control character in a value.
+    assert head(b"HTTP/1.1 200 OK\r\nX-T: a\tb \xe9\r\n\r\n").headers == [("X-T", "a\tb \xe9")]
 
 
 @pytest.mark.parametrize("raw", [
@@ -68,6 +73,8 @@ def test_framing_of_response_heads():
     b"HTTP/1.1 200 OK\r\nX-Truncated: x",
     b"SSH-2.0-OpenSSH\r\n\r\n",
     b"HTTP/1.1 2000 OK\r\n\r\n",
+    b"HTTP/1.1 2\xb20 OK\r\n\r\n",  # a superscript digit is no digit
+    b"HTTP/1.1 200 OK\r\nContent-Length: \xb9\r\n\r\n",
 ])
 def test_responses_that_are_not_relayed(raw):
     with pytest.raises(UpstreamProtocolError):
