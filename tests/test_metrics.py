@@ -25,13 +25,23 @@ from app.models import Route
 from app.stores import RouteStore
 from workers.consumers.routes import RouteHosts
 
-NOW = time.time() // 60 * 60 + 20.0  # a fixed clock, 20 s into a minute
+NOW = time.time() // 60 * 60 + 20.0  # a fixed clock, 20 s into a minute (see fresh_clock)
 MINUTE = int(NOW // 60)
 
 
-def request(host="shop.test", status=200, duration_ms=10.0, method="GET", ts_s=NOW,
+@pytest.fixture(autouse=True)
+def fresh_clock():
+    """Set the fixed clock near real time for each test: minute keys expire by Redis's real
+    clock, so a clock taken at import would be minutes stale late in a long run."""
+    global NOW, MINUTE
+    NOW = time.time() // 60 * 60 + 20.0
+    MINUTE = int(NOW // 60)
+
+
+def request(host="shop.test", status=200, duration_ms=10.0, method="GET", ts_s=None,
             upstream="http://127.0.0.1:9001", route="rt_1", kind="proxy_request_completed",
             bytes_in=10, bytes_out=100) -> Event:
+    ts_s = NOW if ts_s is None else ts_s
     return Event(type=kind, source="proxy", subject=host, ts_ms=int(ts_s * 1000),
                  data={"host": host, "route_id": route, "method": method, "path": "/x",
                        "status": status, "duration_ms": duration_ms, "bytes_in": bytes_in,
@@ -45,7 +55,8 @@ def exact_quantile(values: list[float], q: float) -> float:
     return ordered[max(1, math.ceil(round(q * len(ordered), 9))) - 1]
 
 
-def store(client, events, now=NOW, batch=500):
+def store(client, events, now=None, batch=500):
+    now = NOW if now is None else now
     for start in range(0, len(events), batch):
         pipe = client.pipeline(transaction=True)
         chunk = events[start:start + batch]
