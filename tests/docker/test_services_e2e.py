@@ -44,8 +44,10 @@ class Worker:
     """The real worker process; start() again after kill() for a fresh one."""
 
     def __init__(self, redis_url: str, docker_url: str, log_dir):
+        # The drain (2 s by default) must outlast the proxies' route reload and a request in
+        # flight on a loaded 2-core machine: 500 ms did not, and a redeploy cut a response.
         self.env = {"REDIS_URL": redis_url, "DOCKER_HOST": docker_url,
-                    "BERTH_IMAGE_PULL": "never", "BERTH_SERVICE_DRAIN_MS": "500",
+                    "BERTH_IMAGE_PULL": "never", "BERTH_SERVICE_DRAIN_MS": "1500",
                     "BERTH_SERVICE_START_TIMEOUT_S": "20", "BERTH_SERVICE_STOP_TIMEOUT_S": "5",
                     "BERTH_SERVICE_LOCK_TTL_S": "3", "BERTH_LOG_FORMAT": "text"}
         self.log_dir = log_dir
@@ -95,6 +97,9 @@ def platform(request, service_settings, redis_client, engine, worker, proxy, tes
         if report is not None and report.failed:
             print(f"----- worker -----\n{worker.output()}\n----- proxy -----\n"
                   f"{proxy.output()[-5000:]}")
+        # Records first: the worker's reconciler would otherwise revive the containers
+        # removed below (their restart policy) and leak them into the next test.
+        redis_client.flushdb()
         for container in docker_client.containers.list(all=True,
                                                        filters={"label": "berth.service"}):
             if container.labels.get(TEST_LABEL):
