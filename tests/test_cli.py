@@ -33,6 +33,7 @@ from app.cli.output import ago, clean, stamp, table, when
 from app.cli.sse import SseMessage, SseParser, follow_events, parse_sse, split_lines
 from app.cli.status import render
 from app.tracing import parse_traceparent
+from tests.support.cli import interruptible
 from tests.support.procs import ROOT, free_port
 
 ADMIN = "brt_stub_admin_secret_0123456789abcdef"
@@ -562,7 +563,8 @@ def tail_then_ctrl_c(stub: StubApi, *args: str, count: int) -> tuple[list[str], 
     base = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
     proc = subprocess.Popen([sys.executable, "-m", "app.cli", "events", "tail", *args],
                             cwd=ROOT, env={**base, "BERTH_URL": stub.url, "BERTH_TOKEN": ADMIN},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=interruptible)
     try:
         # A reader thread, not select(): one read may buffer several lines at once.
         received: queue.Queue[str] = queue.Queue()

@@ -24,7 +24,7 @@ from harness.procs import wait_until
 from harness.proxy import ProxyProcess
 from harness.worker import start_worker
 from tests.support.api import Api, start_web
-from tests.support.cli import ROOT, berth, run_berth, serve
+from tests.support.cli import ROOT, berth, interruptible, run_berth, serve
 
 pytestmark = [pytest.mark.docker]
 
@@ -183,7 +183,7 @@ def following(url: str, token: str, *args: str):
     """`./berth ARGS` running, its stdout lines arriving on the yielded queue; Ctrl-C at the
     end, whose exit status and stderr land in the dict yielded alongside."""
     proc = subprocess.Popen([str(ROOT / "berth"), *args], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=interruptible,
                             env={**{k: v for k, v in os.environ.items()
                                     if not k.startswith("BERTH_")},
                                  "BERTH_URL": url, "BERTH_TOKEN": token})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -63,3 +64,9 @@ def assert_one_line_failure(result: subprocess.CompletedProcess, starts: str) ->
     assert result.stdout == ""
     return lines[0]
 
+
+
+def interruptible() -> None:
+    """preexec_fn for a `berth` the test will Ctrl-C: a shell that starts the test run in the
+    background (`cmd &`) leaves SIGINT ignored, which every child would inherit."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
