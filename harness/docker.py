@@ -198,11 +198,16 @@ class DockerDaemon:
             self._root = None
 
 
-def remove_labelled(client: docker.DockerClient) -> None:
-    """Remove every container and image that carries the test label."""
+def remove_test_containers(client: docker.DockerClient) -> None:
+    """Remove every container that carries the test label (the images stay)."""
     for container in client.containers.list(all=True, filters={"label": TEST_LABEL}):
         with contextlib.suppress(docker.errors.NotFound):
             container.remove(force=True)
+
+
+def remove_labelled(client: docker.DockerClient) -> None:
+    """Remove every container and image that carries the test label."""
+    remove_test_containers(client)
     for image in client.images.list(filters={"label": TEST_LABEL}):
         with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
             client.images.remove(image.id, force=True)

@@ -11,8 +11,8 @@ import time
 from urllib.parse import quote
 
 from app.cli.client import ApiClient, Reply
-from app.cli.output import ago, clean, emit_json, pairs, say, table, when
-from app.cli.waiting import event_text, follow_command, since, wait_options
+from app.cli.output import ago, emit_json, pairs, say, table, when
+from app.cli.waiting import event_text, follow_command, report_accepted, since, wait_options
 from app.models import Certificate
 
 CERTS_PATH = "/api/v1/certificates"
@@ -92,12 +92,8 @@ def act_on_cert(args: argparse.Namespace, client: ApiClient) -> int:
 def _accepted(args, client: ApiClient, reply: Reply, action: str, start: str) -> int:
     cert, trace_id = reply.data["certificate"], reply.data.get("trace_id") or reply.trace_id
     if not args.wait:
-        if args.json:
-            emit_json(reply.data)
-        else:
-            say(clean(f"{action}: accepted for {cert['id']} "
-                      f"({', '.join(cert.get('domains') or [])})"))
-            say(f"trace: {trace_id}  (follow: berth events tail --trace {trace_id})")
+        report_accepted(args, reply.data, trace_id, f"{action}: accepted for {cert['id']} "
+                                                    f"({', '.join(cert.get('domains') or [])})")
         return 0
     follow_command(client, args, trace_id, stream="certificate", start=start,
                    done=DONE[action], failed=FAILED,

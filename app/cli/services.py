@@ -19,7 +19,7 @@ from app.cli.client import ApiClient, Reply
 from app.cli.errors import UsageError
 from app.cli.output import clean, emit_json, pairs, say, table, when
 from app.cli.sse import split_lines
-from app.cli.waiting import event_text, follow_command, since, wait_options
+from app.cli.waiting import event_text, follow_command, report_accepted, since, wait_options
 from app.models import Service
 
 SERVICES_PATH = "/api/v1/services"
@@ -200,13 +200,10 @@ def act_on_service(args: argparse.Namespace, client: ApiClient) -> int:
 def _accepted(args, client: ApiClient, reply: Reply, action: str, start: str) -> int:
     svc, trace_id = reply.data["service"], reply.data.get("trace_id") or reply.trace_id
     if not args.wait:
-        if args.json:
-            emit_json(reply.data)
-        else:
-            say(clean(f"{action}: accepted for {svc.get('id')} ({svc.get('image')}, "
-                      f"{svc.get('replicas')} x port {svc.get('port')}, "
-                      f"http://{svc.get('hostname')}/)"))
-            say(f"trace: {trace_id}  (follow: berth events tail --trace {trace_id})")
+        report_accepted(args, reply.data, trace_id,
+                        f"{action}: accepted for {svc.get('id')} ({svc.get('image')}, "
+                        f"{svc.get('replicas')} x port {svc.get('port')}, "
+                        f"http://{svc.get('hostname')}/)")
         return 0
     follow_command(client, args, trace_id, stream="service", start=start,
                    done={DONE[action]}, failed=FAILED, failure=FAILURE[action],

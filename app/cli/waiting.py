@@ -42,6 +42,16 @@ def event_text(event: dict, detail: str = "") -> str:
     return clean(f"{event.get('type')}: {event.get('subject')} {detail}".rstrip())
 
 
+def report_accepted(args: argparse.Namespace, data: dict, trace_id: str, summary: str) -> None:
+    """What `berth` prints for queued work it does not wait for: the API's answer with
+    --json, else `summary` and how to follow the trace."""
+    if args.json:
+        emit_json(data)
+    else:
+        say(clean(summary))
+        say(f"trace: {trace_id}  (follow: berth events tail --trace {trace_id})")
+
+
 def follow_command(client: ApiClient, args: argparse.Namespace, trace_id: str, *,
                    stream: str, start: str, done: Collection[str], failed: Collection[str],
                    failure: str, describe: Callable[[dict], str]) -> dict:

@@ -19,7 +19,7 @@ import pytest
 from app import redis as keys
 from app.stores.services import ServiceStore
 from app.stores.tokens import TokenStore
-from harness.docker import TEST_LABEL
+from harness.docker import TEST_LABEL, remove_test_containers
 from harness.procs import wait_until
 from harness.proxy import ProxyProcess
 from harness.worker import start_worker
@@ -162,10 +162,7 @@ def platform(request, redis_server, redis_client, docker_daemon, docker_client, 
             print(f"----- worker -----\n{worker.output()}\n----- web -----\n"
                   f"{web[0].output()[-5000:]}\n----- proxy -----\n{proxy.output()[-3000:]}")
         worker.stop()
-        for container in docker_client.containers.list(all=True,
-                                                       filters={"label": "berth.service"}):
-            if container.labels.get(TEST_LABEL):
-                container.remove(force=True)
+        remove_test_containers(docker_client)
 
 
 def get(port: int, host: str, path: str = "/") -> tuple[int, bytes]:

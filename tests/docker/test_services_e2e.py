@@ -19,7 +19,7 @@ import pytest
 
 from app import redis as keys
 from app.events import Event
-from harness.docker import TEST_LABEL
+from harness.docker import TEST_LABEL, remove_test_containers
 from harness.procs import Proc, wait_until
 from harness.proxy import ProxyProcess
 from harness.worker import start_worker
@@ -100,10 +100,7 @@ def platform(request, service_settings, redis_client, engine, worker, proxy, tes
         # Records first: the worker's reconciler would otherwise revive the containers
         # removed below (their restart policy) and leak them into the next test.
         redis_client.flushdb()
-        for container in docker_client.containers.list(all=True,
-                                                       filters={"label": "berth.service"}):
-            if container.labels.get(TEST_LABEL):
-                container.remove(force=True)
+        remove_test_containers(docker_client)
         api.close()
 
 

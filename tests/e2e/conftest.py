@@ -53,6 +53,18 @@ def ws_backend():
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def tls_proxy(redis_server, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("proxy-tls")
+    process = ProxyProcess(workdir, redis_server.url,
+                           {**PROXY_ENV, "BERTH_TLS_DIR": str(workdir / "tls")},
+                           config="proxy/gunicorn_tls.py", module="proxy.wsgi_tls:app",
+                           port_variable="BERTH_HTTPS_PORT")
+    process.start()
+    yield process
+    process.stop()
+
+
 @pytest.fixture(scope="session")
 def proxy(redis_server, tmp_path_factory):
     process = ProxyProcess(tmp_path_factory.mktemp("proxy"), redis_server.url, PROXY_ENV)

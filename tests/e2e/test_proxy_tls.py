@@ -16,7 +16,7 @@ from app.stores import CertificateStore
 from app.tracing import new_trace_id
 from harness.procs import wait_until
 from harness.proxy import ProxyProcess
-from tests.e2e.conftest import PROXY_ENV, request_events
+from tests.e2e.conftest import request_events
 from tests.e2e.pki import LocalCA
 
 pytestmark = pytest.mark.e2e
@@ -25,18 +25,6 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def ca():
     return LocalCA()
-
-
-@pytest.fixture(scope="module")
-def tls_proxy(redis_server, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("proxy-tls")
-    process = ProxyProcess(workdir, redis_server.url,
-                           {**PROXY_ENV, "BERTH_TLS_DIR": str(workdir / "tls")},
-                           config="proxy/gunicorn_tls.py", module="proxy.wsgi_tls:app",
-                           port_variable="BERTH_HTTPS_PORT")
-    process.start()
-    yield process
-    process.stop()
 
 
 def client_context(ca: LocalCA) -> ssl.SSLContext:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from app.stores import TokenStore
-from tests.e2e.conftest import PROXY_ENV, backend, proxy, routes  # noqa: F401 - fixtures
+from tests.e2e.conftest import PROXY_ENV, backend, proxy, routes, tls_proxy  # noqa: F401 - fixtures
 
 GUARDED = "guarded.test"  # admin-token route: a request the proxy parses here never goes on
 

@@ -11,26 +11,12 @@ import ssl
 
 import pytest
 
-from harness.proxy import ProxyProcess
-from tests.e2e.conftest import PROXY_ENV
 from tests.hostile.conftest import GUARDED
 from tests.hostile.wire import responses
 
 pytestmark = pytest.mark.e2e
 
 BODY = b"5\r\nhello\r\n0\r\n\r\n"
-
-
-@pytest.fixture(scope="module")
-def tls_proxy(redis_server, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("proxy-tls")
-    process = ProxyProcess(workdir, redis_server.url,
-                           {**PROXY_ENV, "BERTH_TLS_DIR": str(workdir / "tls")},
-                           config="proxy/gunicorn_tls.py", module="proxy.wsgi_tls:app",
-                           port_variable="BERTH_HTTPS_PORT")
-    process.start()
-    yield process
-    process.stop()
 
 
 def tls_exchange(port: int, data: bytes, name: str = "h.test") -> bytes:
