@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import idna
 
+from app.choices import KEY_TYPES, RESTART_POLICIES, SCOPES
 from app.errors import ValidationError
 
 # The patterns are also the OpenAPI document's, hence ^...$; check with fullmatch, since in
@@ -24,7 +25,6 @@ from app.errors import ValidationError
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 HEADER_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,100}$")
 HEADER_VALUE_RE = re.compile(r"^[\t\x20-\x7e\x80-\xff]{0,4096}$")
-SCOPES = ("admin", "user")
 
 
 def now_s() -> float:
@@ -313,7 +313,7 @@ class Certificate(_Model):
     updated_at: float = 0.0
 
     SECRET_FIELDS = ("key_pem", "order_key_pem")
-    KEY_TYPES = ("ec256", "ec384", "rsa2048", "rsa3072", "rsa4096")
+    KEY_TYPES = KEY_TYPES
     DIRECTORIES = ("production", "staging")
     MAX_DOMAINS = 100  # Let's Encrypt's limit of names on one certificate
 
@@ -384,7 +384,7 @@ class Service(_Model):
                                "bind"})
     # What a redeploy may change; the name and hostname are fixed, replicas change by scaling.
     REDEPLOY_FIELDS = CREATE_FIELDS - {"name", "hostname", "replicas"}
-    RESTART_POLICIES = ("no", "on-failure", "always")
+    RESTART_POLICIES = RESTART_POLICIES
     MAX_REPLICAS = 32  # a route has at most 32 targets
     # Names whose record key would be another key of the noun (berth:service:index, ...).
     RESERVED_NAMES = frozenset({"index", "version", "changed", "owner", "unique"})

@@ -153,3 +153,9 @@ fi
 if [ "$(readlink "$VENV/bin/berth" 2>/dev/null)" != "../../berth" ]; then
   ln -sfn ../../berth "$VENV/bin/berth"
 fi
+
+# Byte-compile berth's own modules, as pip does for installed packages: each `berth` command
+# is a new interpreter, and without .pyc files (PYTHONDONTWRITEBYTECODE set, or a read-only
+# checkout) it would compile the command line's sources on every run. Only stale files are
+# rewritten.
+"$VENV_PY" -m compileall -q app workers proxy scheduler >/dev/null

@@ -10,10 +10,10 @@ import argparse
 import time
 from urllib.parse import quote
 
+from app.choices import KEY_TYPES
 from app.cli.client import ApiClient, Reply
 from app.cli.output import ago, emit_json, pairs, say, table, when
 from app.cli.waiting import event_text, follow_command, report_accepted, since, wait_options
-from app.models import Certificate
 
 CERTS_PATH = "/api/v1/certificates"
 # Terminal events of each command, and which of them mean success.
@@ -37,7 +37,7 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
                        dest="domains", help="a hostname to cover; repeat for more")
     issue.add_argument("--directory", help="production, staging or an ACME directory URL "
                                            "(default: the server's BERTH_ACME_DIRECTORY)")
-    issue.add_argument("--key-type", choices=Certificate.KEY_TYPES,
+    issue.add_argument("--key-type", choices=KEY_TYPES,
                        help="default: the server's BERTH_ACME_KEY_TYPE (ec256)")
     issue.set_defaults(func=issue_cert)
 

@@ -13,9 +13,9 @@ import contextlib
 import http.client
 import json
 import ssl
+from collections import namedtuple
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit
 
 from app.cli.errors import ApiError, BadResponse, ConnectionFailed, UsageError
@@ -26,12 +26,13 @@ DEFAULT_TIMEOUT_S = 30.0
 CONNECT_TIMEOUT_S = 5.0
 _STREAM_CHUNK = 16 * 1024
 
+if TYPE_CHECKING:
+    from typing import Any
 
-@dataclass(frozen=True)
-class Reply:
-    status: int
-    data: Any  # the decoded JSON body; None for 204
-    trace_id: str
+
+# A named tuple rather than a dataclass: importing dataclasses slows every command's start.
+Reply = namedtuple("Reply", "status data trace_id")
+Reply.__doc__ = "An API answer: HTTP status, the decoded JSON body (None for 204), trace id."
 
 
 def _reason(ex: BaseException) -> str:

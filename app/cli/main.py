@@ -15,7 +15,6 @@ from app.cli.args import positive_float
 from app.cli.client import DEFAULT_TIMEOUT_S, DEFAULT_URL, ApiClient
 from app.cli.errors import CliError, UsageError
 from app.cli.output import clean
-from app.logs import redact
 
 NOUNS = (status, routes, services, certs, metrics, alerts, tokens, events)
 
@@ -107,6 +106,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + signal.SIGPIPE
     except Exception as ex:  # a bug or an answer outside the contract: still one line
+        from app.logs import redact  # only on this path: logging costs every command's start
+
         if environ.get("BERTH_DEBUG"):
             traceback.print_exc()
         print(clean(redact(f"berth: Unexpected error: {type(ex).__name__}: {ex} "

@@ -12,12 +12,12 @@ import contextlib
 import re
 from urllib.parse import quote
 
+from app.choices import SCOPES
 from app.cli.args import key_value, size
 from app.cli.client import ApiClient
 from app.cli.errors import ApiError, UsageError
 from app.cli.output import clean, emit_json, pairs, say, table, when
 from app.errors import ValidationError
-from app.models import SCOPES, check_hostname
 
 ROUTES_PATH = "/api/v1/routes"
 ROUTE_ID = re.compile(r"^rt_[0-9a-f]{12}$")
@@ -130,6 +130,8 @@ def _options(update: bool) -> argparse.ArgumentParser:
 
 def split_route(value: str) -> tuple[str, str | None]:
     """`HOST[/PATH]` -> (host, "/PATH" or None); the host IDNA-normalised when valid."""
+    from app.models import check_hostname  # here: the other commands start without the models
+
     host, sep, path = value.partition("/")
     with contextlib.suppress(ValidationError):  # else the API names what is wrong with it
         host = check_hostname(host, "host", wildcard=True)

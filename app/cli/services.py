@@ -14,13 +14,13 @@ import shlex
 import sys
 from urllib.parse import quote
 
+from app.choices import RESTART_POLICIES
 from app.cli.args import key_value, positive_int
 from app.cli.client import ApiClient, Reply
 from app.cli.errors import UsageError
 from app.cli.output import clean, emit_json, pairs, say, table, when
 from app.cli.sse import split_lines
 from app.cli.waiting import event_text, follow_command, report_accepted, since, wait_options
-from app.models import Service
 
 SERVICES_PATH = "/api/v1/services"
 # The event that ends each command when it worked; service_failed ends any of them.
@@ -116,7 +116,7 @@ def _fields(create: bool) -> argparse.ArgumentParser:
                        help="the command to run instead of the image's, split like a shell")
     group.add_argument("--memory-mb", type=int, metavar="MB", help="memory limit (0: none)")
     group.add_argument("--cpus", type=float, help="CPU limit, e.g. 0.5 (0: none)")
-    group.add_argument("--restart-policy", dest="restart", choices=Service.RESTART_POLICIES,
+    group.add_argument("--restart-policy", dest="restart", choices=RESTART_POLICIES,
                        help="when the engine restarts a container that exits "
                             "(default: on-failure)")
     group.add_argument("--label", type=key_value, action="append", default=[],

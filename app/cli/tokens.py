@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from urllib.parse import quote
 
+from app.choices import SCOPES
 from app.cli.client import ApiClient
 from app.cli.output import clean, emit_json, say, table, when
-from app.models import SCOPES
 
 TOKENS_PATH = "/api/v1/tokens"
 
