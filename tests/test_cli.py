@@ -28,7 +28,7 @@ import pytest
 from app.cli.client import ApiClient
 from app.cli.errors import ApiError, ConnectionFailed, FollowTimeout, UsageError
 from app.cli.events import event_line
-from app.cli.main import main, resolve_token
+from app.cli.main import NOUNS, command_of, main, resolve_token
 from app.cli.output import ago, clean, stamp, table, when
 from app.cli.sse import SseMessage, SseParser, follow_events, parse_sse, split_lines
 from app.cli.status import render
@@ -429,6 +429,30 @@ def test_token_precedence_flag_file_environment_default_file(tmp_path):
     assert resolve_token(_args(), {}, tmp_path) == "brt_default"
     with pytest.raises(UsageError):
         resolve_token(_args(token="a", token_file="b"), {}, tmp_path)
+
+
+def test_command_of_skips_global_options_and_their_values():
+    assert command_of(["services", "list"]) == "services"
+    assert command_of(["--url", "http://h:1", "--json", "routes", "ls"]) == "routes"
+    assert command_of(["--url", "services", "status"]) == "status"  # a value, not the command
+    assert command_of(["--timeout=3", "certs", "list", "--url", "x"]) == "certs"
+    for argv in ([], ["--help"], ["servces"], ["--timeout"]):
+        assert command_of(argv) is None  # the full parser answers these
+
+
+@pytest.mark.parametrize("noun", NOUNS)
+def test_every_command_builds_alone_and_shows_its_help(noun, capsys):
+    with pytest.raises(SystemExit) as done:
+        main([noun, "--help"], environ={})
+    assert done.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: berth {noun}")
+
+
+def test_full_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"], environ={})
+    out = capsys.readouterr().out
+    assert all(f"\n    {noun} " in out for noun in NOUNS)
 
 
 # -- commands, in process ----------------------------------------------------------------

@@ -12,9 +12,7 @@ import pytest
 
 from app.alerts.rules import merge
 from app.alerts.state import Signal, apply_signals
-from app.cli import alerts as cli_alerts
 from app.cli import main as cli_main
-from app.cli import metrics as cli_metrics
 from app.events import Event
 from app.metrics.aggregate import aggregate, apply
 from tests.support.api import Api
@@ -26,13 +24,10 @@ class _Quiet(WSGIRequestHandler):
 
 
 @pytest.fixture
-def served(settings, redis_client, monkeypatch):
+def served(settings, redis_client):
     api = Api(settings, redis_client)
     server = make_server("127.0.0.1", 0, api.app, handler_class=_Quiet)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    # Registered here until app/cli/main.py lists them (dict.fromkeys: never twice).
-    nouns = tuple(dict.fromkeys((*cli_main.NOUNS, cli_metrics, cli_alerts)))
-    monkeypatch.setattr(cli_main, "NOUNS", nouns)
     yield f"http://127.0.0.1:{server.server_port}", api
     server.shutdown()
     server.server_close()

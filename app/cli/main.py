@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import sys
@@ -10,13 +11,14 @@ import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from app.cli import alerts, certs, events, metrics, routes, services, status, tokens
 from app.cli.args import positive_float
 from app.cli.client import DEFAULT_TIMEOUT_S, DEFAULT_URL, ApiClient
 from app.cli.errors import CliError, UsageError
 from app.cli.output import clean
 
-NOUNS = (status, routes, services, certs, metrics, alerts, tokens, events)
+# The commands, each a module app/cli/<noun>.py with `register(commands, common)`, in the
+# order `berth --help` lists them.
+NOUNS = ("status", "routes", "services", "certs", "metrics", "alerts", "tokens", "events")
 
 TOKEN_FILE = Path(".berth/admin-token")  # written by `make run`
 _CHECKOUT = Path(__file__).resolve().parents[2]
@@ -43,7 +45,8 @@ def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
                        help=f"give up on an answer after SECONDS (default: {DEFAULT_TIMEOUT_S:g})")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser: every command, or only the command `only`."""
     common = argparse.ArgumentParser(add_help=False)
     _add_common(common, suppress=True)
     parser = argparse.ArgumentParser(
@@ -52,9 +55,24 @@ def build_parser() -> argparse.ArgumentParser:
                "130 interrupted. Run `berth COMMAND --help` for a command's options.")
     _add_common(parser, suppress=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for noun in NOUNS:
-        noun.register(commands, common)
+    for noun in (only,) if only else NOUNS:
+        importlib.import_module(f"app.cli.{noun}").register(commands, common)
     return parser
+
+
+def command_of(argv: Sequence[str]) -> str | None:
+    """The command named in `argv` when it is one of NOUNS, read with the real global options
+    so that their values are skipped. Only that command's module is then imported and built:
+    building all of them cost every command a fifth of its start-up."""
+    finder = argparse.ArgumentParser(add_help=False)
+    _add_common(finder, suppress=False)
+    finder.add_argument("command", nargs="?")
+    finder.add_argument("rest", nargs=argparse.REMAINDER)
+    try:
+        found, _unknown = finder.parse_known_args(argv)
+    except SystemExit:  # a malformed global option: the full parser reports it
+        return None
+    return found.command if found.command in NOUNS else None
 
 
 def _read_token(path: Path) -> str:
@@ -94,7 +112,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="replace")  # a non-UTF-8 terminal gets "?", not a crash
     try:
-        args = build_parser().parse_args(argv)
+        argv = sys.argv[1:] if argv is None else list(argv)
+        args = build_parser(command_of(argv)).parse_args(argv)
         return args.func(args, make_client(args, environ))
     except CliError as ex:
         print(ex.line(), file=sys.stderr)

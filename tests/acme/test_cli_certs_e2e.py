@@ -11,7 +11,6 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 import pytest
 
 from app.api import create_api
-from app.cli import certs as certs_cli
 from app.cli import main as cli_main
 from app.events import Publisher
 from app.settings import Settings
@@ -50,9 +49,7 @@ def serve_api(settings: Settings, redis_client):
 
 
 @pytest.fixture
-def cli(monkeypatch):
-    if certs_cli not in cli_main.NOUNS:  # until app/cli/main.py lists it
-        monkeypatch.setattr(cli_main, "NOUNS", (*cli_main.NOUNS, certs_cli))
+def cli():
     return cli_main.main
 
 
