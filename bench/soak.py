@@ -8,13 +8,16 @@ backend (bench/proxy.py's), and berth's processes as the Procfile runs them: the
 (gunicorn, 2 gevent workers, request events on, the Publisher's production flush interval),
 the consumer, the worker, the scheduler and the web process.
 
-1. peak: wrk (keep-alive, --connections) measures the proxy's rate for --peak seconds.
+1. peak: wrk (keep-alive, --connections) measures the proxy's rate for --peak seconds. Then the
+   peak the soak's own client can drive: this client costs more CPU per request than wrk, on
+   the same 2 CPUs, so wrk's figure cannot be held with it. Probes of --probe seconds at the
+   fixed rate, from wrk's peak down in 10% steps, until one keeps up (every request answered,
+   and never more than 100 ms worth of them waiting for a free connection).
 2. soak: the fixed-rate client (bench/fixed_rate.py: open loop, each latency counted from the
-   request's scheduled time, so stalls are not hidden) sends GET /small at --load (0.8) of that
-   peak, or lower when 5-second probes show that the proxy cannot keep up with it there (this
-   client costs more CPU per request than wrk, on the same CPUs), in its own process, for
-   --warmup seconds not reported, then --minutes in windows of --window seconds. Every 0.5 s
-   the consumer's lag is sampled (the age of the oldest request event not yet applied).
+   request's scheduled time, so stalls are not hidden) sends GET /small at --load (0.8) of
+   that sustained peak, in its own process, for --warmup seconds not reported, then
+   --minutes in windows of --window seconds. Every 0.5 s the consumer's lag is sampled (the
+   age of the oldest request event not yet applied).
 3. drain: after the load, until the consumer has applied every event added to the stream.
 
 Printed: per window the requests, errors, p50/p99/max latency, the most requests queued for
@@ -81,7 +84,8 @@ class Window:
 
 @dataclass
 class Report:
-    peak_rps: float = 0.0
+    peak_rps: float = 0.0  # wrk
+    sustained_rps: float = 0.0  # the fixed-rate client (see sustained_peak)
     rate: float = 0.0
     windows: list[Window] = field(default_factory=list)
     rss_start_kib: dict[str, int] = field(default_factory=dict)
@@ -261,21 +265,22 @@ def soak(platform: Platform, report: Report, args) -> None:
             loader.kill()
 
 
-def sustainable_rate(port: int, rate: float, args, probes: int = 8) -> float:
-    """`rate`, or lower: the Python client costs more CPU per request than wrk, and on a
-    machine of 2 CPUs the proxy may not keep up with it at a share of wrk's peak. Each probe
-    runs 5 s; the first that keeps up wins: >= 95% of the rate answered, and never more than
-    100 ms worth of requests waiting for a free connection (the drain would hide a backlog)."""
-    for _ in range(probes):
-        probe = fixed_rate("127.0.0.1", port, PATH, rate=rate, duration=5, warmup=1,
+def sustained_peak(port: int, start: float, args, max_probes: int = 12) -> float:
+    """The highest rate, from `start` down in 10% steps, that the fixed-rate client holds for a
+    --probe seconds: every request answered, and never more than 100 ms worth of requests
+    waiting for a free connection (a growing backlog would only show minutes later)."""
+    rate = start
+    for _ in range(max_probes):
+        probe = fixed_rate("127.0.0.1", port, PATH, rate=rate, duration=args.probe, warmup=1,
                            connections=args.connections, headers={"Host": HOST})
         if not probe.overloaded and probe.max_queue <= rate * 0.1:
+            print(f"  {rate:,.0f} req/s: kept up (p99 {probe.p99_ms:.1f} ms, queue "
+                  f"{probe.max_queue})", file=sys.stderr, flush=True)
             return round(rate)
-        print(f"  {rate:,.0f} req/s: the proxy fell behind ({probe.achieved_rate:,.0f}/s, "
-              f"queue {probe.max_queue}); trying {rate * 0.85:,.0f}", file=sys.stderr,
-              flush=True)
-        time.sleep(2)  # let the queue drain
-        rate *= 0.85
+        print(f"  {rate:,.0f} req/s: fell behind ({probe.achieved_rate:,.0f}/s answered, "
+              f"queue {probe.max_queue})", file=sys.stderr, flush=True)
+        time.sleep(2)  # let the backlog drain
+        rate *= 0.9
     raise RuntimeError(f"the proxy kept up with no rate down to {rate:,.0f} req/s")
 
 
@@ -315,9 +320,11 @@ def mb(kib: int) -> float:
 
 def print_report(report: Report, args) -> bool:
     env = report.environment
+    held = (f"{report.rate / report.sustained_rps:.0%} of the {report.sustained_rps:,.0f} req/s "
+            "the fixed-rate client held, " if report.sustained_rps else "")
     print(f"\nberth soak: {len(report.windows)} x {args.window:g} s at {report.rate:,.0f} req/s "
-          f"({report.rate / report.peak_rps:.0%} of the peak {report.peak_rps:,.0f} req/s, wrk "
-          f"-c{args.connections}); {env['cpus']} CPUs shared by every process; "
+          f"({held}{report.rate / report.peak_rps:.0%} of wrk's peak {report.peak_rps:,.0f} "
+          f"req/s, -c{args.connections}); {env['cpus']} CPUs shared by every process; "
           f"redis {env['redis_version']}, Python {env['python']}; stream MAXLEN ~{args.maxlen:,}"
           "\n")
     print(f"{'window':>6} {'req/s':>8} {'requests':>9} {'errors':>6} {'p50 ms':>7} "
@@ -375,8 +382,11 @@ def run(args, workdir: Path) -> Report:
         port = platform.proxy.port
         wrk(port, PATH, 1, args.connections, 1)  # warm up the upstream pools
         report.peak_rps = wrk(port, PATH, args.peak, args.connections, 1)["rps"]
-        report.rate = args.rate or sustainable_rate(port, report.peak_rps * args.load, args)
-        print(f"  peak {report.peak_rps:,.0f} req/s; soaking at {report.rate:,.0f} req/s",
+        if not args.rate:
+            report.sustained_rps = sustained_peak(port, report.peak_rps, args)
+        report.rate = args.rate or round(report.sustained_rps * args.load)
+        print(f"  peak {report.peak_rps:,.0f} req/s (wrk), {report.sustained_rps:,.0f} req/s "
+              f"held by the fixed-rate client; soaking at {report.rate:,.0f} req/s",
               file=sys.stderr, flush=True)
         soak(platform, report, args)
         report.exited = sorted(set(platform.roles) - set(platform.alive()))
@@ -399,8 +409,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=10, help="measured soak (default 10)")
     parser.add_argument("--window", type=float, default=60, help="seconds per p99 window")
-    parser.add_argument("--load", type=float, default=0.8, help="fraction of the peak rate")
-    parser.add_argument("--rate", type=float, default=0, help="req/s (default: --load x peak)")
+    parser.add_argument("--load", type=float, default=0.8,
+                        help="fraction of the peak the fixed-rate client holds (default 0.8)")
+    parser.add_argument("--rate", type=float, default=0,
+                        help="req/s (default: --load x that peak; skips finding it)")
+    parser.add_argument("--probe", type=float, default=10,
+                        help="seconds per probe when finding that peak")
     parser.add_argument("--peak", type=int, default=5, help="seconds of wrk for the peak")
     parser.add_argument("--warmup", type=float, default=20,
                         help="least seconds at the rate, unmeasured (longer until the stream "
