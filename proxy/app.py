@@ -44,6 +44,8 @@ from proxy.tls import TlsContexts
 from proxy.upstream import (
     BodyTooLarge,
     ClientBodyError,
+    ConnectFailed,
+    ConnectTimeout,
     RequestBody,
     Upstream,
     UpstreamError,
@@ -150,9 +152,33 @@ class ProxySink:
             return None
         return entry, below, verdict, body
 
+    def _fresh_entry(self, env: dict, ex: Exchange,
+                     entry: RouteEntry) -> tuple[RouteEntry, str] | None:
+        """After every target of `entry` refused the connection (nothing was sent): the route's
+        entry from the stored table when it now has other targets, else None. The refresher
+        reloads on each announcement, but one lost, or late on a loaded machine, would
+        otherwise send requests to the containers a redeploy stopped after its drain. Same
+        route and auth only, since the request was admitted under them."""
+        try:
+            self.routes.reload_if_changed()
+        except Exception as reload_failed:  # noqa: BLE001 - the request keeps the 502 it had
+            log.info("route reload on a refused connection failed: %s", reload_failed)
+            return None
+        table = self.routes.current
+        found = table.match(ex.host, env.get("PATH_INFO") or "/") if table else None
+        if found is None:
+            return None
+        fresh, below = found
+        if (fresh.route.id != entry.route.id or fresh.route.auth != entry.route.auth
+                or fresh.targets == entry.targets):
+            return None
+        log.info("%s %s: route %s had stale targets; reloaded", ex.method, ex.raw_path,
+                 entry.route.id)
+        return fresh, below
+
     def _forward(self, env: dict, resp: falcon.Response, ex: Exchange,
                  client: socket.socket | None, entry: RouteEntry, below: str,
-                 verdict: Verdict, body: RequestBody) -> bool:
+                 verdict: Verdict, body: RequestBody, *, rerouted: bool = False) -> bool:
         route = entry.route
         websocket = client is not None and ex.method == "GET" and is_upgrade(env)
         headers = request_headers(
@@ -184,6 +210,12 @@ class ProxySink:
             _abort(client)  # the client is gone or stalled; nothing useful can be sent back
             return False
         except UpstreamError as err:
+            refused = isinstance(err, ConnectFailed) and not isinstance(err, ConnectTimeout)
+            fresh = (self._fresh_entry(env, ex, entry)
+                     if refused and not rerouted and body.replayable else None)
+            if fresh is not None:
+                return self._forward(env, resp, ex, client, *fresh, verdict, body,
+                                     rerouted=True)
             ex.upstream = err.target
             log.info("%s %s: %s", ex.method, ex.raw_path, err.description)
             answer(resp, ex, err.status, "the upstream is unavailable" if err.status == 502

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import redis
 
 from app.stores import ChallengeStore
 from app.tracing import new_trace_id
 from tests.e2e.conftest import request, request_events
+from tests.support.procs import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -138,3 +140,18 @@ def test_each_request_is_one_event(proxy, routes, backend, redis_client):
     [event] = request_events(redis_client, trace)
     assert event.type == "proxy_request_completed"
     assert (event.data["status"], event.data["error"]) == (404, "no_route")
+
+
+def test_targets_changed_without_an_announcement_are_found_when_every_old_one_refuses(
+        proxy, routes, backend, monkeypatch):
+    """A redeploy stops the old containers once its drain is over, trusting every proxy worker
+    to have heard of the new targets by then. A worker that did not (the pub/sub message lost,
+    or late on a loaded machine) reloads the table when all of its targets refuse, and sends
+    the request to the new ones instead of answering 502."""
+    route = routes.add("stale.test", [f"http://127.0.0.1:{free_port()}"])  # nothing listens
+    with monkeypatch.context() as quiet:  # the change is stored, its announcement lost
+        quiet.setattr(redis.client.Pipeline, "publish", lambda self, *args, **kwargs: self)
+        routes.store.update(route.replace(targets=(backend.url,)))
+    # New connections, so both workers answer; each still holds the old table (its periodic
+    # check runs every 2 s).
+    assert [request(proxy.port, "GET", "/", "stale.test")[0] for _ in range(8)] == [200] * 8
