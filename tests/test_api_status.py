@@ -137,8 +137,10 @@ def test_heartbeat_beats_and_removes_itself(redis_client):
     beat.ensure_started()
     beat.ensure_started()  # idempotent within one process
     wait_until(lambda: redis_client.hexists(keys.HEARTBEATS, beat.member), timeout=5)
-    (me,) = read_heartbeats(redis_client, time.time(), stale_s=30)
-    assert me["component"] == "tester" and me["alive"] is True
+    # Session-wide processes (the e2e proxy) beat into the same Redis: only ours counts here.
+    (me,) = [b for b in read_heartbeats(redis_client, time.time(), stale_s=30)
+             if b["component"] == "tester"]
+    assert me["alive"] is True
     beat.stop()
     assert not redis_client.hexists(keys.HEARTBEATS, beat.member)
 
