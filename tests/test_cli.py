@@ -448,6 +448,17 @@ def test_every_command_builds_alone_and_shows_its_help(noun, capsys):
     assert capsys.readouterr().out.startswith(f"usage: berth {noun}")
 
 
+def test_a_command_imports_neither_the_models_nor_the_other_commands():
+    """Each `berth` run is a new interpreter: what a command imports is its start-up time."""
+    probe = ("import sys; from app.cli.main import build_parser, command_of; "
+             "argv = ['services', 'list']; build_parser(command_of(argv)).parse_args(argv); "
+             "print(' '.join(m for m in ('app.models', 'dataclasses', 'logging', "
+             "'app.cli.routes', 'app.cli.certs') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                          text=True, check=True)
+    assert done.stdout.split() == []
+
+
 def test_full_help_lists_every_command(capsys):
     with pytest.raises(SystemExit):
         main(["--help"], environ={})

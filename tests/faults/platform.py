@@ -27,10 +27,19 @@ def process_tree(pid: int) -> set[int]:
 
 
 class Processes:
-    """Named processes; `stop()` ends each one by its PID."""
+    """Named processes; `stop()` ends each one by its PID. As a context manager it stops them
+    all on the way out, after printing their logs when the block failed."""
 
     def __init__(self):
         self.procs: dict[str, Proc] = {}
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is not None:
+            print(self.logs())
+        self.stop()
 
     def __setitem__(self, name: str, proc: Proc) -> None:
         self.procs[name] = proc

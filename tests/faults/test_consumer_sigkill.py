@@ -16,7 +16,7 @@ from app import redis as keys
 from app.metrics.aggregate import ROUTER
 from harness.procs import wait_until
 from tests.faults.load import SteadyLoad
-from tests.faults.platform import explain
+from tests.faults.platform import Processes, explain
 from tests.support.observability import serve_route, start_consumer
 from tests.test_consumer import counted
 
@@ -36,13 +36,14 @@ def pending(redis_client) -> int:
 def test_consumer_sigkilled_mid_stream_counts_every_request_once(
         proxy, backend, redis_client, redis_server, tmp_path, figures):
     probes = serve_route(redis_client, proxy.port, HOST, backend.url)
-    procs, held = [], []
+    held = []
     # Small batches: the consumer is more often between a read and its acknowledgement.
     env = {"BERTH_CONSUMER_BATCH": "20"}
-    try:
+    with Processes() as procs:
         with SteadyLoad(proxy.port, HOST, pause_s=0.002) as load:
             for run in range(KILLS + 1):
-                procs.append(start_consumer(redis_server.url, tmp_path / f"c{run}.log", env))
+                name = f"consumer-{run}"
+                procs[name] = start_consumer(redis_server.url, tmp_path / f"{name}.log", env)
                 wait_until(lambda: counted(redis_client, ROUTER, [HOST]) > 0 and load.sent,
                            timeout=30, what="the consumer counting")
                 if run == KILLS:
@@ -51,7 +52,7 @@ def test_consumer_sigkilled_mid_stream_counts_every_request_once(
                 # Aim the SIGKILL at a batch read and not yet acknowledged.
                 with_entries = wait_until(lambda: pending(redis_client), timeout=5,
                                           interval=0.001, what="entries in flight")
-                procs[-1].kill()
+                procs[name].kill()
                 held.append(with_entries)
             load.wait_for(300)
         total = probes + load.sent
@@ -67,10 +68,3 @@ def test_consumer_sigkilled_mid_stream_counts_every_request_once(
                 pending_at_each_kill=held, dead_lettered=dead)
         assert load.failed == 0, explain(redis_client, load.failures)
         assert events == total and got == total and dead == 0
-    except BaseException:
-        for proc in procs:
-            print(proc.output()[-3000:])
-        raise
-    finally:
-        for proc in procs:
-            proc.stop()

@@ -31,7 +31,7 @@ from harness.procs import free_port, wait_until
 from tests.acme.conftest import start_worker
 from tests.acme.test_certificates_e2e import _requeue_messages_of_dead_workers
 from tests.faults.load import SteadyLoad
-from tests.faults.platform import explain
+from tests.faults.platform import Processes, explain
 from tests.faults.relay import HoldingRelay
 from workers.broker import create_broker
 
@@ -108,34 +108,29 @@ def test_trim_streams_killed_after_its_xtrim_left_publishes_once(
     steady.wait_for(20)  # and recent entries, from the load
     relay = HoldingRelay(redis_server.port).start()
     broker = create_broker(settings)
-    procs = []
     try:
-        procs.append(start_worker({**env, "REDIS_URL": relay.url}, tmp_path / "worker-1.log"))
-        trimming = relay.hold(b"XTRIM")
-        with trace_context(None) as trace:
-            enqueue(broker, TRIM_STREAMS)
-        wait_until(trimming.is_set, timeout=30, what="the trim pipeline sent")
-        procs[0].kill()
-        relay.release()  # Redis trims for a worker that is gone
-        _requeue_messages_of_dead_workers(settings, "maintenance")
-        procs.append(start_worker(env, tmp_path / "worker-2.log"))
-        [trimmed] = wait_until(lambda: events(redis_client, "system", "streams_trimmed", trace),
-                               timeout=30, what="streams_trimmed")
-        time.sleep(0.5)  # a second event would come at once
-        left_old = redis_client.xlen(keys.stream("certificate"))
-        recent = redis_client.xlen(keys.stream("request"))
-        count = len(events(redis_client, "system", "streams_trimmed", trace))
-        figures(old_entries=500, old_left=left_old, recent_kept=recent, trimmed_events=count,
-                removed_by_redelivery=trimmed.data["removed"][keys.stream("certificate")],
-                steady_sent=steady.sent, steady_failed=steady.failed)
-        assert count == 1 and left_old == 0 and recent >= 20
-    except BaseException:
-        for proc in procs:
-            print(proc.output()[-4000:])
-        raise
+        with Processes() as procs:
+            procs["worker-1"] = start_worker({**env, "REDIS_URL": relay.url},
+                                             tmp_path / "worker-1.log")
+            trimming = relay.hold(b"XTRIM")
+            with trace_context(None) as trace:
+                enqueue(broker, TRIM_STREAMS)
+            wait_until(trimming.is_set, timeout=30, what="the trim pipeline sent")
+            procs["worker-1"].kill()
+            relay.release()  # Redis trims for a worker that is gone
+            _requeue_messages_of_dead_workers(settings, "maintenance")
+            procs["worker-2"] = start_worker(env, tmp_path / "worker-2.log")
+            [trimmed] = wait_until(lambda: events(redis_client, "system", "streams_trimmed", trace),
+                                   timeout=30, what="streams_trimmed")
+            time.sleep(0.5)  # a second event would come at once
+            left_old = redis_client.xlen(keys.stream("certificate"))
+            recent = redis_client.xlen(keys.stream("request"))
+            count = len(events(redis_client, "system", "streams_trimmed", trace))
+            figures(old_entries=500, old_left=left_old, recent_kept=recent, trimmed_events=count,
+                    removed_by_redelivery=trimmed.data["removed"][keys.stream("certificate")],
+                    steady_sent=steady.sent, steady_failed=steady.failed)
+            assert count == 1 and left_old == 0 and recent >= 20
     finally:
-        for proc in procs:
-            proc.stop()
         broker.close()
         relay.stop()
 
@@ -147,43 +142,37 @@ def test_webhook_delivery_killed_mid_post_is_delivered_once(
     settings = Settings.from_env(env)
     receiver = HoldingReceiver()
     broker = create_broker(settings)
-    procs = []
     body = json.dumps({"id": "1700000000000-0", "type": "alert_fired",
                        "alert": {"rule": "service_failed", "subject": "web"}})
     try:
-        procs.append(start_worker(env, tmp_path / "worker-1.log"))
-        with trace_context(None) as trace:
-            enqueue(broker, DELIVER_WEBHOOK, url=receiver.url, body=body,
-                    delivery="1700000000000-0", event_type="alert_fired")
-        wait_until(receiver.arrived.is_set, timeout=30, what="the webhook POST")
-        procs[0].kill()
-        receiver.release()  # the receiver applies it and answers a worker that is gone
-        _requeue_messages_of_dead_workers(settings, "alerts")
-        procs.append(start_worker(env, tmp_path / "worker-2.log"))
-        wait_until(lambda: events(redis_client, "alert", "webhook_delivered", trace),
-                   timeout=30, what="webhook_delivered")
-        time.sleep(0.5)  # a second event would come at once
-        delivered = events(redis_client, "alert", "webhook_delivered", trace)
-        failed = events(redis_client, "alert", "webhook_failed", trace)
-        signature = "sha256=" + hmac.new(SECRET.encode(), body.encode(),
-                                         hashlib.sha256).hexdigest()
-        figures(posts=len(receiver.posts), applied=len(receiver.applied),
-                delivered_events=len(delivered), failed_events=len(failed),
-                failures_counted=int(redis_client.get(keys.WEBHOOK_FAILURES) or 0),
-                steady_sent=steady.sent, steady_failed=steady.failed)
-        assert len(receiver.posts) == 2  # the killed attempt and its redelivery
-        assert {h["X-Berth-Delivery"] for h, _b in receiver.posts} == {"1700000000000-0"}
-        assert {h["X-Berth-Signature"] for h, _b in receiver.posts} == {signature}
-        assert {b for _h, b in receiver.posts} == {body.encode()}
-        assert receiver.applied == {"1700000000000-0": body.encode()}
-        assert len(delivered) == 1 and failed == []
-        assert not redis_client.get(keys.WEBHOOK_FAILURES)
-    except BaseException:
-        for proc in procs:
-            print(proc.output()[-4000:])
-        raise
+        with Processes() as procs:
+            procs["worker-1"] = start_worker(env, tmp_path / "worker-1.log")
+            with trace_context(None) as trace:
+                enqueue(broker, DELIVER_WEBHOOK, url=receiver.url, body=body,
+                        delivery="1700000000000-0", event_type="alert_fired")
+            wait_until(receiver.arrived.is_set, timeout=30, what="the webhook POST")
+            procs["worker-1"].kill()
+            receiver.release()  # the receiver applies it and answers a worker that is gone
+            _requeue_messages_of_dead_workers(settings, "alerts")
+            procs["worker-2"] = start_worker(env, tmp_path / "worker-2.log")
+            wait_until(lambda: events(redis_client, "alert", "webhook_delivered", trace),
+                       timeout=30, what="webhook_delivered")
+            time.sleep(0.5)  # a second event would come at once
+            delivered = events(redis_client, "alert", "webhook_delivered", trace)
+            failed = events(redis_client, "alert", "webhook_failed", trace)
+            signature = "sha256=" + hmac.new(SECRET.encode(), body.encode(),
+                                             hashlib.sha256).hexdigest()
+            figures(posts=len(receiver.posts), applied=len(receiver.applied),
+                    delivered_events=len(delivered), failed_events=len(failed),
+                    failures_counted=int(redis_client.get(keys.WEBHOOK_FAILURES) or 0),
+                    steady_sent=steady.sent, steady_failed=steady.failed)
+            assert len(receiver.posts) == 2  # the killed attempt and its redelivery
+            assert {h["X-Berth-Delivery"] for h, _b in receiver.posts} == {"1700000000000-0"}
+            assert {h["X-Berth-Signature"] for h, _b in receiver.posts} == {signature}
+            assert {b for _h, b in receiver.posts} == {body.encode()}
+            assert receiver.applied == {"1700000000000-0": body.encode()}
+            assert len(delivered) == 1 and failed == []
+            assert not redis_client.get(keys.WEBHOOK_FAILURES)
     finally:
-        for proc in procs:
-            proc.stop()
         broker.close()
         receiver.stop()

@@ -103,11 +103,9 @@ def test_redeploy_killed_in_the_health_wait_switches_once(slow_web, figures):
     assert web.failed == 0, explain(svc.redis, web.failures)
 
 
-def test_start_killed_in_the_health_wait_starts_once(slow_web, figures):
-    svc = slow_web
-    svc.finished(svc.send("stop"), "service_stopped")
-    trace = svc.send("start")
-    wait_until(lambda: svc.containers(running_only=True), what="the container started")
+def redelivered_starts_once(svc: Services, trace: str, figures) -> None:
+    """Kill the worker running `trace` (a start or restart), redeliver it: one service_started,
+    the one container running and served, its one port."""
     svc.kill_and_redeliver()
     svc.finished(trace, "service_started")
     wait_until(svc.serving, what=f"{HOST} served again")
@@ -115,6 +113,14 @@ def test_start_killed_in_the_health_wait_starts_once(slow_web, figures):
     assert svc.count(trace, "service_started") == 1
     assert svc.containers(running_only=True) == ["berth-web.1.0"]
     assert svc.ports() == ["berth-web.1.0"]
+
+
+def test_start_killed_in_the_health_wait_starts_once(slow_web, figures):
+    svc = slow_web
+    svc.finished(svc.send("stop"), "service_stopped")
+    trace = svc.send("start")
+    wait_until(lambda: svc.containers(running_only=True), what="the container started")
+    redelivered_starts_once(svc, trace, figures)
 
 
 def test_restart_killed_in_the_health_wait_restarts_once(slow_web, figures):
@@ -123,13 +129,7 @@ def test_restart_killed_in_the_health_wait_restarts_once(slow_web, figures):
     trace = svc.send("restart")
     wait_until(lambda: svc.engine.inspect(before.id).started_at != before.started_at,
                what="the container restarted")
-    svc.kill_and_redeliver()
-    svc.finished(trace, "service_started")
-    wait_until(svc.serving, what=f"{HOST} served again")
-    figures(**loads(svc, started_events=svc.count(trace, "service_started")))
-    assert svc.count(trace, "service_started") == 1
-    assert svc.containers(running_only=True) == ["berth-web.1.0"]
-    assert svc.ports() == ["berth-web.1.0"]
+    redelivered_starts_once(svc, trace, figures)
 
 
 def test_stop_killed_while_draining_stops_once(draining_web, figures):
