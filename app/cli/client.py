@@ -1,24 +1,24 @@
-"""The HTTP client of the command line, on the standard library's http.client (importing
-requests would cost a tenth of a second on every command).
+"""The HTTP client of the command line, on a small HTTP/1.1 transport of its own
+(app/cli/transport.py: importing requests, or even http.client, would slow every command).
 
 Every request carries a fresh W3C `traceparent` (so each command is one trace the user can
 follow with `berth events tail --trace ID`) and, when there is one, the bearer token. Every
-failure leaves this module as a CliError subclass (see app/cli/errors.py), never as an
-http.client or socket exception.
+failure leaves this module as a CliError subclass (see app/cli/errors.py), never as a
+transport or socket exception.
 """
 
 from __future__ import annotations
 
 import contextlib
-import http.client
 import json
-import ssl
 from collections import namedtuple
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit
 
+from app.cli import transport
 from app.cli.errors import ApiError, BadResponse, ConnectionFailed, UsageError
+from app.cli.transport import ProtocolError, Response
 from app.tracing import format_traceparent, new_trace_id
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -51,7 +51,7 @@ def _reason(ex: BaseException) -> str:
     return str(ex) or type(ex).__name__
 
 
-def _content_type(response: http.client.HTTPResponse) -> str:
+def _content_type(response: Response) -> str:
     return response.getheader("Content-Type") or "no content type"
 
 
@@ -69,6 +69,7 @@ class ApiClient:
         self.timeout = timeout
         self._https = parts.scheme == "https"
         self._host = parts.hostname
+        self._netloc = parts.netloc.rpartition("@")[2]  # the Host header: [v6]:port kept
         self._prefix = parts.path.rstrip("/")
         self._token = token
 
@@ -121,30 +122,25 @@ class ApiClient:
                                   f"not {what}")
             yield self._chunks(response)
 
-    def _chunks(self, response: http.client.HTTPResponse) -> Iterator[bytes]:
+    def _chunks(self, response: Response) -> Iterator[bytes]:
         # read1 returns what has arrived (chunked or not) instead of waiting for a full buffer.
         try:
             while chunk := response.read1(_STREAM_CHUNK):
                 yield chunk
-        except (http.client.HTTPException, OSError) as ex:
+        except (ProtocolError, OSError) as ex:
             raise ConnectionFailed("Connection lost", f"{self.base_url}: {_reason(ex)}") from ex
 
     # -- internals -----------------------------------------------------------------------
 
-    def _connection(self, connect_timeout: float) -> http.client.HTTPConnection:
-        if self._https:
-            return http.client.HTTPSConnection(self._host, self._port, timeout=connect_timeout,
-                                               context=ssl.create_default_context())
-        return http.client.HTTPConnection(self._host, self._port, timeout=connect_timeout)
-
     @contextlib.contextmanager
     def _send(self, method: str, path: str, *, params=None, body=None, headers=None,
               read_timeout: float | None = None, forever: bool = False
-              ) -> Iterator[tuple[http.client.HTTPResponse, str]]:
+              ) -> Iterator[tuple[Response, str]]:
         """One request on its own connection (closed on exit): (response, trace id)."""
         trace_id = new_trace_id()
         all_headers = {"traceparent": format_traceparent(trace_id), "User-Agent": "berth-cli",
-                       "Accept": "application/json", **(headers or {})}
+                       "Accept": "application/json", "Accept-Encoding": "identity",
+                       **(headers or {})}
         if self._token:
             all_headers["Authorization"] = f"Bearer {self._token}"
         payload = None
@@ -156,40 +152,44 @@ class ApiClient:
         target = self._prefix + path + (f"?{query}" if query else "")
         read = self.timeout if read_timeout is None else read_timeout
         connect = min(CONNECT_TIMEOUT_S, read)
-        conn = self._connection(connect)
+        port = self._port or (443 if self._https else 80)
         try:
+            sock = transport.connect(self._host, port, tls=self._https, timeout=connect)
+        except TimeoutError as ex:
+            raise ConnectionFailed("Cannot connect", f"{self.base_url}: no connection "
+                                                     f"after {connect:g}s") from ex
+        except OSError as ex:
+            raise ConnectionFailed("Cannot connect", f"{self.base_url}: {_reason(ex)}") from ex
+        response = None
+        try:
+            sock.settimeout(None if forever else read)
             try:
-                conn.connect()
-            except TimeoutError as ex:
-                raise ConnectionFailed("Cannot connect", f"{self.base_url}: no connection "
-                                                         f"after {connect:g}s") from ex
-            except (OSError, http.client.HTTPException) as ex:
-                raise ConnectionFailed("Cannot connect",
-                                       f"{self.base_url}: {_reason(ex)}") from ex
-            conn.sock.settimeout(None if forever else read)
-            try:
-                conn.request(method, target, body=payload, headers=all_headers)
-                response = conn.getresponse()
+                transport.send(sock, method, target, self._netloc, all_headers, payload)
+                response = Response(sock, method)
+            except ValueError as ex:  # a header the transport will not send
+                raise UsageError("Invalid request", str(ex)) from None
             except TimeoutError as ex:
                 raise ConnectionFailed("Timed out",
                                        f"{method} {path}: no answer after {read:g}s") from ex
-            except (OSError, http.client.HTTPException) as ex:
+            except (OSError, ProtocolError) as ex:
                 raise ConnectionFailed("Request failed",
                                        f"{method} {path}: {_reason(ex)}") from ex
             yield response, response.getheader("X-Trace-Id") or trace_id
         finally:
-            conn.close()
+            if response is not None:
+                response.close()
+            sock.close()
 
-    def _read(self, response: http.client.HTTPResponse, method: str, path: str) -> bytes:
+    def _read(self, response: Response, method: str, path: str) -> bytes:
         try:
             return response.read()
         except TimeoutError as ex:
             raise ConnectionFailed("Timed out", f"{method} {path}: the answer stopped "
                                                 f"arriving for {self.timeout:g}s") from ex
-        except (OSError, http.client.HTTPException) as ex:
+        except (OSError, ProtocolError) as ex:
             raise ConnectionFailed("Request failed", f"{method} {path}: {_reason(ex)}") from ex
 
-    def _check(self, response: http.client.HTTPResponse, content: bytes, method: str,
+    def _check(self, response: Response, content: bytes, method: str,
                path: str, trace_id: str) -> None:
         status = response.status
         if 300 <= status < 400:
@@ -212,7 +212,7 @@ class ApiClient:
         raise ApiError(str(title), str(description), status=status,
                        field=body.get("field"), trace_id=trace_id)
 
-    def _json(self, response: http.client.HTTPResponse, content: bytes, method: str,
+    def _json(self, response: Response, content: bytes, method: str,
               path: str) -> Any:
         try:
             return json.loads(content)

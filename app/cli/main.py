@@ -7,7 +7,6 @@ import importlib
 import os
 import signal
 import sys
-import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -128,6 +127,8 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         from app.logs import redact  # only on this path: logging costs every command's start
 
         if environ.get("BERTH_DEBUG"):
+            import traceback
+
             traceback.print_exc()
         print(clean(redact(f"berth: Unexpected error: {type(ex).__name__}: {ex} "
                            "(BERTH_DEBUG=1 shows the traceback)")), file=sys.stderr)

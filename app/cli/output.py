@@ -11,7 +11,10 @@ import json
 import re
 import sys
 from collections.abc import Sequence
-from datetime import datetime, tzinfo
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from datetime import tzinfo
 
 # C0 and C1 controls, DEL, and the Unicode bidirectional overrides.
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
@@ -71,12 +74,16 @@ def when(ts_s: float | None, tz: tzinfo | None = None) -> str | None:
     """A Unix time in seconds as a local date and time, `2025-01-31 14:05:09`."""
     if not ts_s:
         return None
+    from datetime import datetime  # here, not at the top: most commands print no time
+
     return datetime.fromtimestamp(ts_s, tz).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def stamp(ts_ms: int | None, *, date: bool = False, tz: tzinfo | None = None) -> str:
     """A Unix time in milliseconds as a local time, `14:05:09.123` (with `date`,
     `2025-01-31 14:05:09.123`)."""
+    from datetime import datetime
+
     pattern = "%Y-%m-%d %H:%M:%S.%f" if date else "%H:%M:%S.%f"
     if not ts_ms:
         return "-".ljust(len(datetime(2000, 1, 1).strftime(pattern)) - 3)
