@@ -127,7 +127,9 @@ def _account_orders(redis_client, pebble, email: str) -> list[str]:
 def _requeue_messages_of_dead_workers(settings: Settings, queue: str) -> None:
     """Run Dramatiq's own recovery pass now: it moves the unacknowledged messages of workers
     whose heartbeat stopped back to their queue. A live worker would run it by chance, after
-    its 60 s heartbeat timeout; here it runs at once (call it only while no worker is alive)."""
+    its 60 s heartbeat timeout; here it runs at once, and counts every worker as dead. Call it
+    only while no worker is alive, and once every message but the killed worker's is
+    acknowledged: any other unacknowledged message would be delivered a second time."""
     broker = RedisBroker(url=settings.redis_url, heartbeat_timeout=1,
                          maintenance_chance=MAINTENANCE_SCALE)
     broker.do_qsize(queue)

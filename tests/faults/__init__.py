@@ -8,7 +8,9 @@ collected in a "fault figures" section at the end of the run.
   every process reconnects by itself, none exits, no traceback in any log.
 - test_worker_sigkill_certificates: a worker SIGKILLed mid renew, revoke and delete.
 - test_worker_sigkill_services: mid scale, redeploy, start, restart, stop and delete.
-- test_worker_sigkill_maintenance: mid trim_streams and mid webhook delivery.
+- test_worker_sigkill_maintenance: mid trim_streams and mid webhook delivery; and a worker
+  stopped by SIGTERM to its process group, the forwarded SIGTERM late, mid delivery: it
+  finishes and acknowledges the delivery instead of exiting mid-message.
   Covered elsewhere, not repeated: issue (tests/acme/test_certificates_e2e.py, killed while
   validating) and create (tests/docker/test_services_e2e.py, killed in the health wait).
   Not killed here: convert_certificate_to_production (renew's path to a new certificate),

@@ -16,9 +16,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
+import signal
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -173,6 +176,43 @@ def test_webhook_delivery_killed_mid_post_is_delivered_once(
             assert receiver.applied == {"1700000000000-0": body.encode()}
             assert len(delivered) == 1 and failed == []
             assert not redis_client.get(keys.WEBHOOK_FAILURES)
+    finally:
+        broker.close()
+        receiver.stop()
+
+
+def test_sigterm_to_the_process_group_finishes_the_message_in_hand(
+        redis_server, redis_client, tmp_path, figures):
+    """Supervisors (honcho under `make run`, systemd) stop a worker with SIGTERM to its whole
+    process group, and Dramatiq's main process forwards it again to the worker process, which
+    takes a second SIGTERM as "exit now". Here the forwarded one comes late, as on a loaded
+    machine: the worker still finishes the delivery in hand and acknowledges it."""
+    env = {"REDIS_URL": redis_server.url, "BERTH_LOG_FORMAT": "text",
+           "BERTH_ALERT_WEBHOOK_SECRET": SECRET}
+    receiver = HoldingReceiver()
+    broker = create_broker(Settings.from_env(env))
+    body = json.dumps({"id": "1700000000001-0", "type": "alert_fired"})
+    try:
+        with Processes() as procs:
+            worker = procs["worker"] = start_worker(env, tmp_path / "worker.log")
+            with trace_context(None) as trace:
+                enqueue(broker, DELIVER_WEBHOOK, url=receiver.url, body=body,
+                        delivery="1700000000001-0", event_type="alert_fired")
+            wait_until(receiver.arrived.is_set, timeout=30, what="the webhook POST")
+            children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text()
+            [worker_process] = children.split()  # Dramatiq's main process has one
+            os.killpg(worker.pid, signal.SIGTERM)
+            time.sleep(0.3)
+            os.kill(int(worker_process), signal.SIGTERM)  # the forwarded one, late
+            time.sleep(0.3)
+            receiver.release()
+            code = worker.popen.wait(30)
+            delivered = events(redis_client, "alert", "webhook_delivered", trace)
+            unacknowledged = redis_client.hlen("dramatiq:alerts.msgs")
+            figures(exit_code=code, delivered_events=len(delivered), posts=len(receiver.posts),
+                    unacknowledged=unacknowledged)
+            assert "Killing worker process" not in worker.output()
+            assert code == 0 and len(delivered) == 1 and unacknowledged == 0
     finally:
         broker.close()
         receiver.stop()
