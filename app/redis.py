@@ -184,6 +184,12 @@ def dramatiq_dead(queue: str) -> str:
     return f"{DRAMATIQ_NAMESPACE}:{queue}.XQ"
 
 
+def dramatiq_wake(queue: str) -> str:
+    """berth's own: a list holding at most one token, pushed after each message sent to
+    `queue`; idle consumers block on it instead of sleeping (workers/broker.py)."""
+    return f"{PREFIX}:dramatiq-wake:{queue}"
+
+
 # -- services ---------------------------------------------------------------------------------
 
 

@@ -7,10 +7,10 @@
 
 Starts (or reuses, see harness/docker.py) a Docker engine, builds the busybox HTTP test image
 FROM scratch, and runs a redis-server and berth's real processes on free loopback ports: web
-(gunicorn, app.api.wsgi:app), worker (the Procfile's line, via harness/worker.py, with its
-`dramatiq_worker_timeout=100`: the longest pause between an idle worker's polls of its queues)
-and proxy (gunicorn). Settings are the production defaults, except BERTH_IMAGE_PULL=never
-(the image is local). `--worker-timeout-ms` overrides the worker's poll.
+(gunicorn, app.api.wsgi:app), worker (the Procfile's line, via harness/worker.py; an idle
+worker wakes as soon as a message is sent, workers/broker.py) and proxy (gunicorn). Settings
+are the production defaults, except BERTH_IMAGE_PULL=never (the image is local).
+`--worker-timeout-ms` overrides the worker's `dramatiq_worker_timeout` (its idle wait).
 
 Each round times both sides, alternating which goes first:
   berth   from before running `./berth services create NAME --image IMG --port 8080 --wait`

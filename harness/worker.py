@@ -2,9 +2,9 @@
 benchmarks.
 
 A command line and its environment assignments come from the Procfile's line, so a test or a
-benchmark starts a process the way `make run` does (notably the worker's 100 ms Dramatiq poll:
-Dramatiq 2.2 reads it only from the `dramatiq_worker_timeout` environment variable, which the
-Procfile sets in front of the command). Only the worker's processes and threads may differ,
+benchmark starts a process the way `make run` does (notably the worker's 100 ms Dramatiq idle
+wait: Dramatiq 2.2 reads it only from the `dramatiq_worker_timeout` environment variable, which
+the Procfile sets in front of the command). Only the worker's processes and threads may differ,
 to fit a test.
 """
 

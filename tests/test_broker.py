@@ -1,5 +1,6 @@
 """Dramatiq wiring against a real Redis: trace propagation, retries and trim_streams."""
 
+import threading
 import time
 
 import dramatiq
@@ -53,3 +54,32 @@ def test_trim_streams_trims_and_reports_on_the_callers_trace(worker_deps, redis_
 def test_enqueue_without_a_trace_gets_a_new_one(worker_deps):
     message = enqueue(dramatiq.get_broker(), TRIM_STREAMS)
     assert len(message.options["trace_id"]) == 32
+
+
+def test_an_idle_consumer_wakes_when_a_message_is_sent(settings, redis_client):
+    """A consumer idle long enough that Dramatiq's own would sleep its whole 30 s timeout
+    between polls picks up a message as soon as it is sent: it waits on the wake list."""
+    from workers.broker import create_broker
+
+    broker = create_broker(settings)
+    broker.declare_queue("wake-test")
+    consumer = broker.consume("wake-test", prefetch=1, timeout=30_000)
+    consumer.misses = 32  # Dramatiq's backoff after a long idle spell: the full timeout
+    got: list = []
+
+    def consume():
+        got.append(next(m for m in consumer if m is not None))
+
+    try:
+        thread = threading.Thread(target=consume, daemon=True)
+        thread.start()
+        time.sleep(0.3)  # let it block on the empty queue first
+        sent = broker.enqueue(dramatiq.Message(queue_name="wake-test", actor_name="noop",
+                                               args=(), kwargs={}, options={}))
+        thread.join(10)  # far below the 30 s a sleeping consumer would take
+        assert got and got[0].message_id == sent.message_id
+        consumer.ack(got[0])
+        assert redis_client.llen(keys.dramatiq_wake("wake-test")) == 0  # the token was used
+    finally:
+        consumer.close()
+        broker.close()

@@ -7,9 +7,11 @@ import threading
 
 import dramatiq
 import redis
-from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.errors import ConnectionClosed
 from dramatiq.middleware import Middleware, Retries, default_middleware
 
+from app import redis as keys
 from app.heartbeat import Heartbeat
 from app.settings import Settings
 from app.tracing import current_trace_id, get_trace_id, new_trace_id
@@ -53,16 +55,62 @@ class HeartbeatMiddleware(Middleware):
         self.heartbeat.stop()
 
 
+class WakeMiddleware(Middleware):
+    """After each message is sent, leaves one token on its queue's wake list, on which idle
+    consumers of that queue block (WakingConsumer). Without it an idle worker notices a new
+    message only after its poll pause: up to dramatiq_worker_timeout, 100 ms in the Procfile,
+    on every command a user waits for."""
+
+    def after_enqueue(self, broker, message, delay):
+        wake = keys.dramatiq_wake(message.queue_name)  # `<queue>.DQ` when delayed
+        try:
+            pipe = broker.client.pipeline(transaction=False)
+            pipe.lpush(wake, 1).ltrim(wake, 0, 0).expire(wake, 60).execute()
+        except redis.RedisError as ex:
+            # The message is stored; consumers find it at their next poll all the same.
+            log.debug("no wake token for queue %s: %s", message.queue_name, ex)
+
+
+class WakingConsumer(_RedisConsumer):
+    """Dramatiq's Redis consumer (2.2, private class), which sleeps up to its timeout after a
+    fetch that found nothing; this one blocks that long on the queue's wake list instead, so
+    a message sent to an idle worker is fetched within a round trip. A token left while no
+    consumer waited only makes the next wait return at once."""
+
+    def __next__(self):
+        if not self.message_cache and self.outstanding_message_count < self.prefetch:
+            try:
+                self.message_cache = self.broker.do_fetch(
+                    self.queue_name, self.prefetch - self.outstanding_message_count)
+                if not self.message_cache:
+                    # At least 1 ms: a timeout of 0 would make BLPOP wait for ever.
+                    self.broker.client.blpop([keys.dramatiq_wake(self.queue_name)],
+                                             timeout=max(self.timeout, 1) / 1000)
+                    return None
+            except redis.ConnectionError as ex:
+                raise ConnectionClosed(ex) from None
+        # Messages in the cache, or as many outstanding as prefetch allows: Dramatiq's own path.
+        return super().__next__()
+
+
+class WakingRedisBroker(RedisBroker):
+    @property
+    def consumer_class(self):
+        return WakingConsumer
+
+
 def create_broker(settings: Settings, client: redis.Redis | None = None) -> RedisBroker:
-    """A Redis broker with berth's middleware. It opens no connection until first used."""
+    """A Redis broker with berth's middleware whose idle consumers wake as soon as a message
+    is sent. It opens no connection until first used."""
     middleware = [m() for m in default_middleware if m is not Retries]
     middleware += [
         Retries(max_retries=settings.worker_max_retries, min_backoff=500, max_backoff=60_000),
         TraceMiddleware(),
+        WakeMiddleware(),
     ]
     if client is None:
-        return RedisBroker(url=settings.redis_url, middleware=middleware)
-    return RedisBroker(client=client, middleware=middleware)
+        return WakingRedisBroker(url=settings.redis_url, middleware=middleware)
+    return WakingRedisBroker(client=client, middleware=middleware)
 
 
 def setup_broker(settings: Settings, client: redis.Redis | None = None) -> RedisBroker:
