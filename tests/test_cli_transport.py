@@ -89,6 +89,14 @@ def test_no_body_statuses_read_nothing(status):
     assert server.exchange().read() == b""
 
 
+def test_interim_answers_are_skipped():
+    server = ScriptedServer(b"HTTP/1.1 100 Continue\r\n\r\n",
+                            b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n",
+                            b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\n{}")
+    response = server.exchange()
+    assert (response.status, response.getheader("Link"), response.read()) == (201, None, b"{}")
+
+
 def test_head_reads_no_body():
     server = ScriptedServer(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
     assert server.exchange("HEAD").read() == b""
@@ -99,12 +107,14 @@ def test_head_reads_no_body():
     (b"HTTP/1.1 200 OK\r\nContent-", "closed in the middle"),
     (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "not an HTTP/1.x status line"),
     (b"HTTP/1.1 20 OK\r\n\r\n", "not an HTTP/1.x status line"),
+    (b"HTTP/1.1 20\xb2 OK\r\n\r\n", "not an HTTP/1.x status line"),  # a digit, not ASCII
     (b"HTTP/1.1 200 OK\r\n folded: value\r\n\r\n", "malformed header line"),
     (b"HTTP/1.1 200 OK\r\nno colon here\r\n\r\n", "malformed header line"),
     (b"HTTP/1.1 200 OK\r\nX: " + b"a" * (70 * 1024) + b"\r\n\r\n", "too long"),
     (b"HTTP/1.1 200 OK\r\n" + b"X: 1\r\n" * 101 + b"\r\n", "more than 100 headers"),
     (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "invalid Content-Length"),
     (b"HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n", "invalid Content-Length"),
+    (b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\n", "invalid Content-Length"),
 ])
 def test_malformed_heads_are_refused(answer, message):
     server = ScriptedServer(answer)

@@ -65,14 +65,17 @@ class Response:
         self._file = sock.makefile("rb")
         self.status, self.reason = self._status_line()
         self.headers = self._headers()
+        while self.status < 200:  # interim answers (100 Continue, 103): the real one follows
+            self.status, self.reason = self._status_line()
+            self.headers = self._headers()
         self._chunked = "chunked" in self.getheader("Transfer-Encoding", "").lower()
         self._left: int | None = None  # body bytes still to read; None: up to the close
         self._chunk_left = 0
-        self._done = method == "HEAD" or self.status in (204, 304) or self.status < 200
+        self._done = method == "HEAD" or self.status in (204, 304)
         if not self._chunked and not self._done:
             length = self.getheader("Content-Length")
             if length is not None:
-                if not length.isdigit():
+                if not (length.isascii() and length.isdigit()):  # not "²", "-1", "1, 2"
                     raise ProtocolError(f"invalid Content-Length {length[:40]!r}")
                 self._left = int(length)
 
@@ -126,7 +129,8 @@ class Response:
     def _status_line(self) -> tuple[int, str]:
         version, _, rest = self._line().decode("latin-1").partition(" ")
         code, _, reason = rest.partition(" ")
-        if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit():
+        if not (version.startswith("HTTP/1.") and len(code) == 3 and code.isascii()
+                and code.isdigit()):
             raise ProtocolError(f"not an HTTP/1.x status line: {version[:20]!r}")
         return int(code), reason.strip()
 
