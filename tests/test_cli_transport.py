@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
+import time
 
 import pytest
 
@@ -13,6 +14,15 @@ from app.cli import transport
 from app.cli.client import ApiClient
 from app.cli.errors import ConnectionFailed, UsageError
 from app.cli.transport import ProtocolError, Response
+
+_client_sockets: list[socket.socket] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_client_sockets():
+    yield
+    while _client_sockets:
+        _client_sockets.pop().close()
 
 
 class ScriptedServer:
@@ -29,27 +39,28 @@ class ScriptedServer:
         self._thread.start()
 
     def _serve(self) -> None:
-        conn, _ = self._sock.accept()
-        if self.tls is not None:
-            try:
-                conn = self.tls.wrap_socket(conn, server_side=True)
-            except (ssl.SSLError, OSError):  # a client that refused the certificate
-                conn.close()
-                return
-        with conn:
-            conn.settimeout(5)
-            while b"\r\n\r\n" not in self.request:
-                data = conn.recv(65536)
-                if not data:
+        with self._sock:
+            conn, _ = self._sock.accept()
+            if self.tls is not None:
+                try:
+                    conn = self.tls.wrap_socket(conn, server_side=True)
+                except (ssl.SSLError, OSError):  # a client that refused the certificate
+                    conn.close()
                     return
-                self.request += data
-            for piece in self.pieces:
-                conn.sendall(piece)
-                threading.Event().wait(0.02)
-        self._sock.close()
+            with conn:
+                conn.settimeout(5)
+                while b"\r\n\r\n" not in self.request:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    self.request += data
+                for piece in self.pieces:
+                    conn.sendall(piece)
+                    time.sleep(0.02)
 
     def exchange(self, method: str = "GET", headers: dict | None = None) -> Response:
         sock = transport.connect("127.0.0.1", self.port, tls=False, timeout=5)
+        _client_sockets.append(sock)
         transport.send(sock, method, "/x?y=1", f"127.0.0.1:{self.port}", headers or {}, None)
         return Response(sock, method)
 
