@@ -128,12 +128,20 @@ def _requeue_messages_of_dead_workers(settings: Settings, queue: str) -> None:
     """Run Dramatiq's own recovery pass now: it moves the unacknowledged messages of workers
     whose heartbeat stopped back to their queue. A live worker would run it by chance, after
     its 60 s heartbeat timeout; here it runs at once, and counts every worker as dead. Call it
-    only while no worker is alive, and once every message but the killed worker's is
-    acknowledged: any other unacknowledged message would be delivered a second time."""
+    only while no worker is alive, once every message but the killed worker's is acknowledged:
+    any other would be delivered a second time, so more than one worker holding messages of
+    `queue` fails here rather than as a doubled job later."""
     broker = RedisBroker(url=settings.redis_url, heartbeat_timeout=1,
                          maintenance_chance=MAINTENANCE_SCALE)
-    broker.do_qsize(queue)
-    broker.close()
+    try:
+        # Dramatiq's key for what a worker fetched and has not acknowledged yet.
+        acks = f"{keys.DRAMATIQ_NAMESPACE}:__acks__.*.{queue}"
+        holders = [k.decode() for k in broker.client.scan_iter(acks) if broker.client.scard(k)]
+        assert len(holders) <= 1, (
+            f"several workers hold unacknowledged {queue} messages: {sorted(holders)}")
+        broker.do_qsize(queue)
+    finally:
+        broker.close()
 
 
 def test_sigkilled_worker_mid_issuance_redelivery_completes_the_same_order(
