@@ -313,7 +313,6 @@ class Certificate(_Model):
     updated_at: float = 0.0
 
     SECRET_FIELDS = ("key_pem", "order_key_pem")
-    KEY_TYPES = KEY_TYPES
     DIRECTORIES = ("production", "staging")
     MAX_DOMAINS = 100  # Let's Encrypt's limit of names on one certificate
 
@@ -337,8 +336,7 @@ class Certificate(_Model):
         if "directory" in payload:
             out["directory"] = check_directory(payload["directory"])
         if "key_type" in payload:
-            out["key_type"] = check_choice(payload["key_type"], "key_type",
-                                           Certificate.KEY_TYPES)
+            out["key_type"] = check_choice(payload["key_type"], "key_type", KEY_TYPES)
         return out
 
     def covers(self, domains) -> bool:
@@ -384,7 +382,6 @@ class Service(_Model):
                                "bind"})
     # What a redeploy may change; the name and hostname are fixed, replicas change by scaling.
     REDEPLOY_FIELDS = CREATE_FIELDS - {"name", "hostname", "replicas"}
-    RESTART_POLICIES = RESTART_POLICIES
     MAX_REPLICAS = 32  # a route has at most 32 targets
     # Names whose record key would be another key of the noun (berth:service:index, ...).
     RESERVED_NAMES = frozenset({"index", "version", "changed", "owner", "unique"})
@@ -421,8 +418,7 @@ class Service(_Model):
         if "cpus" in payload:
             out["cpus"] = check_number(payload["cpus"], "cpus", 0, 1024)
         if "restart" in payload:
-            out["restart"] = check_choice(payload["restart"], "restart",
-                                          Service.RESTART_POLICIES)
+            out["restart"] = check_choice(payload["restart"], "restart", RESTART_POLICIES)
         if "labels" in payload:
             out["labels"] = check_labels(payload["labels"])
         if "health" in payload:

@@ -12,9 +12,10 @@ from app.api import events as api_events
 from app.api import services as api_services
 from app.api.openapi import build_document
 from app.certificates import REVOCATION_REASONS
+from app.choices import SCOPES
 from app.events import Event
 from app.metrics.aggregate import aggregate, apply
-from app.models import NAME_RE, SCOPES, Certificate, Route, Service, Token, fresh_fields
+from app.models import NAME_RE, Certificate, Route, Service, Token, fresh_fields
 from app.stores import ServiceStore
 from app.tracing import format_traceparent
 from tests.support import schema

@@ -17,13 +17,13 @@ from app.api.metrics import ALERT_STATES
 from app.api.params import ID_PATTERN, STREAM_ID_PATTERN, query
 from app.api.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from app.certificates import REVOCATION_REASONS
+from app.choices import KEY_TYPES, RESTART_POLICIES, SCOPES
 from app.metrics.query import QUANTILES, WINDOW_CHOICES
 from app.models import (
     ENV_NAME_RE,
     IMAGE_RE,
     LABEL_KEY_RE,
     NAME_RE,
-    SCOPES,
     Certificate,
     Service,
 )
@@ -452,7 +452,7 @@ _CERTIFICATE_FIELDS = {
                             {"type": "string", "format": "uri", "pattern": "^https://"}],
                   "description": "Let's Encrypt's `production` or `staging`, or the https "
                                  "URL of an ACME directory. Default: BERTH_ACME_DIRECTORY."},
-    "key_type": {"type": "string", "enum": list(Certificate.KEY_TYPES),
+    "key_type": {"type": "string", "enum": list(KEY_TYPES),
                  "description": "Default: BERTH_ACME_KEY_TYPE."},
 }
 
@@ -470,7 +470,7 @@ _SERVICE_FIELDS = {
     "memory_mb": {"type": "integer", "minimum": 0, "maximum": 1 << 20,
                   "description": "0: no limit; else at least 6."},
     "cpus": {"type": "number", "minimum": 0, "maximum": 1024, "description": "0: no limit."},
-    "restart": {"type": "string", "enum": list(Service.RESTART_POLICIES)},
+    "restart": {"type": "string", "enum": list(RESTART_POLICIES)},
     "labels": {"type": "object", "maxProperties": 50,
                "propertyNames": {"pattern": LABEL_KEY_RE.pattern},
                "additionalProperties": {"type": "string", "maxLength": 1024},

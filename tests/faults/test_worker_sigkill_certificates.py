@@ -30,7 +30,7 @@ pytestmark = pytest.mark.faults
 def all_acknowledged(certs: Platform) -> None:
     """Every certificate message acknowledged (the redelivered one too): any event it would
     publish is published."""
-    wait_until(lambda: certs.redis.hlen("dramatiq:certificates.msgs") == 0,
+    wait_until(lambda: certs.redis.hlen(keys.dramatiq_messages("certificates")) == 0,
                what="every certificate message acknowledged")
 
 

@@ -21,7 +21,6 @@ import signal
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 
@@ -34,7 +33,7 @@ from harness.procs import free_port, wait_until
 from tests.acme.conftest import start_worker
 from tests.acme.test_certificates_e2e import _requeue_messages_of_dead_workers
 from tests.faults.load import SteadyLoad
-from tests.faults.platform import Processes, explain
+from tests.faults.platform import Processes, explain, process_tree
 from tests.faults.relay import HoldingRelay
 from workers.broker import create_broker
 
@@ -95,6 +94,16 @@ def steady(proxy, routes, backend, redis_client):
     assert load.failed == 0, explain(redis_client, load.failures)
 
 
+def deliver_held(broker, receiver: HoldingReceiver, body: str, delivery: str) -> str:
+    """Send a webhook delivery to `receiver` and wait until its POST is held there; returns
+    the trace id."""
+    with trace_context(None) as trace:
+        enqueue(broker, DELIVER_WEBHOOK, url=receiver.url, body=body, delivery=delivery,
+                event_type="alert_fired")
+    wait_until(receiver.arrived.is_set, timeout=30, what="the webhook POST")
+    return trace
+
+
 def events(redis_client, domain: str, event_type: str, trace: str) -> list[Event]:
     return [e for e in (Event.from_entry(*x) for x in redis_client.xrange(keys.stream(domain)))
             if e.type == event_type and e.trace_id == trace]
@@ -150,10 +159,7 @@ def test_webhook_delivery_killed_mid_post_is_delivered_once(
     try:
         with Processes() as procs:
             procs["worker-1"] = start_worker(env, tmp_path / "worker-1.log")
-            with trace_context(None) as trace:
-                enqueue(broker, DELIVER_WEBHOOK, url=receiver.url, body=body,
-                        delivery="1700000000000-0", event_type="alert_fired")
-            wait_until(receiver.arrived.is_set, timeout=30, what="the webhook POST")
+            trace = deliver_held(broker, receiver, body, "1700000000000-0")
             procs["worker-1"].kill()
             receiver.release()  # the receiver applies it and answers a worker that is gone
             _requeue_messages_of_dead_workers(settings, "alerts")
@@ -195,20 +201,16 @@ def test_sigterm_to_the_process_group_finishes_the_message_in_hand(
     try:
         with Processes() as procs:
             worker = procs["worker"] = start_worker(env, tmp_path / "worker.log")
-            with trace_context(None) as trace:
-                enqueue(broker, DELIVER_WEBHOOK, url=receiver.url, body=body,
-                        delivery="1700000000001-0", event_type="alert_fired")
-            wait_until(receiver.arrived.is_set, timeout=30, what="the webhook POST")
-            children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text()
-            [worker_process] = children.split()  # Dramatiq's main process has one
+            trace = deliver_held(broker, receiver, body, "1700000000001-0")
+            [worker_process] = process_tree(worker.pid) - {worker.pid}  # Dramatiq's only one
             os.killpg(worker.pid, signal.SIGTERM)
             time.sleep(0.3)
-            os.kill(int(worker_process), signal.SIGTERM)  # the forwarded one, late
+            os.kill(worker_process, signal.SIGTERM)  # the forwarded one, late
             time.sleep(0.3)
             receiver.release()
             code = worker.popen.wait(30)
             delivered = events(redis_client, "alert", "webhook_delivered", trace)
-            unacknowledged = redis_client.hlen("dramatiq:alerts.msgs")
+            unacknowledged = redis_client.hlen(keys.dramatiq_messages("alerts"))
             figures(exit_code=code, delivered_events=len(delivered), posts=len(receiver.posts),
                     unacknowledged=unacknowledged)
             assert "Killing worker process" not in worker.output()

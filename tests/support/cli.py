@@ -65,7 +65,6 @@ def assert_one_line_failure(result: subprocess.CompletedProcess, starts: str) ->
     return lines[0]
 
 
-
 def interruptible() -> None:
     """preexec_fn for a `berth` the test will Ctrl-C: a shell that starts the test run in the
     background (`cmd &`) leaves SIGINT ignored, which every child would inherit."""
