@@ -23,12 +23,14 @@ the consumer, the worker, the scheduler and the web process.
 Printed: per window the requests, errors, p50/p99/max latency, the most requests queued for
 a free connection (above 0: the proxy fell behind the rate), consumer lag (p99, max) and the
 request stream's length; the RSS of every process when the measured soak starts and when it
-ends; events added, applied and dropped. Two settings differ from the defaults: the stream is
-capped at --maxlen entries (BERTH_EVENTS_MAXLEN's million takes longer than a soak to fill,
-and Redis's growth up to it would read as a leak; the warm-up lasts until it is full), and
-idle keep-alive connections stay open for a window (the client, unlike browsers, does not
-retry a request on a connection the proxy closed while idle). Targets: zero errors, p99 flat
-within 20% (max/min over the windows), RSS growth under 20 MB for every berth process.
+ends, and its share of a CPU over the measured soak (the load client's too: how busy the 2
+shared cores were); events added, applied and dropped. Two settings differ from the
+defaults: the stream is capped at --maxlen entries (BERTH_EVENTS_MAXLEN's million takes
+longer than a soak to fill, and Redis's growth up to it would read as a leak; the warm-up
+lasts until it is full), and idle keep-alive connections stay open for a window (the client,
+unlike browsers, does not retry a request on a connection the proxy closed while idle).
+Targets: zero errors, p99 flat within 20% (max/min over the windows), RSS growth under 20 MB
+for every berth process.
 Figures are written to bench/results/soak.json.
 """
 
@@ -40,6 +42,7 @@ import json
 import multiprocessing
 import os
 import queue
+import signal
 import sys
 import tempfile
 import time
@@ -90,6 +93,7 @@ class Report:
     windows: list[Window] = field(default_factory=list)
     rss_start_kib: dict[str, int] = field(default_factory=dict)
     rss_end_kib: dict[str, int] = field(default_factory=dict)
+    cpu_percent: dict[str, float] = field(default_factory=dict)  # of one CPU, measured soak
     restarted: list[str] = field(default_factory=list)  # a process whose pid changed
     exited: list[str] = field(default_factory=list)
     redis_used_memory: tuple[int, int] = (0, 0)  # bytes, start and end
@@ -141,14 +145,35 @@ def running(pid: int) -> bool:
         return False
 
 
-def snapshot(tree: dict[str, int]) -> dict[str, int]:
-    out = {}
-    for label, pid in tree.items():
-        try:
-            out[label] = rss_kib(pid)
-        except FileNotFoundError:
-            out[label] = 0
-    return out
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time the process has used (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Usage:
+    """RSS and CPU time of each process, read together."""
+
+    at: float
+    rss_kib: dict[str, int]
+    cpu_s: dict[str, float]
+
+    @classmethod
+    def read(cls, tree: dict[str, int]) -> Usage:
+        usage = cls(time.monotonic(), {}, {})
+        for label, pid in tree.items():
+            try:
+                usage.rss_kib[label], usage.cpu_s[label] = rss_kib(pid), cpu_seconds(pid)
+            except FileNotFoundError:
+                usage.rss_kib[label], usage.cpu_s[label] = 0, 0.0
+        return usage
+
+    def cpu_percent_until(self, end: Usage) -> dict[str, float]:
+        """Each process's share of one CPU between the two readings."""
+        elapsed = end.at - self.at
+        return {label: round(100 * (end.cpu_s.get(label, 0.0) - used) / elapsed, 1)
+                for label, used in self.cpu_s.items()}
 
 
 class Platform:
@@ -216,11 +241,12 @@ def load_client(port: int, rate: float, warmup_s: float, windows: int, window_s:
     headers = {"Host": HOST}
     warm = fixed_rate("127.0.0.1", port, PATH, rate=rate, duration=warmup_s, warmup=0,
                       connections=connections, headers=headers)
-    out.put(("warm", warm.summary()))
+    out.put(("warm", {**warm.summary(), "cpu_s": sum(os.times()[:2])}))
     for _ in range(windows):
         result = fixed_rate("127.0.0.1", port, PATH, rate=rate, duration=window_s, warmup=0,
                             connections=connections, headers=headers)
-        out.put(("window", {**result.summary(), "completed": result.completed}))
+        out.put(("window", {**result.summary(), "completed": result.completed,
+                            "cpu_s": sum(os.times()[:2])}))
 
 
 def soak(platform: Platform, report: Report, args) -> None:
@@ -236,9 +262,12 @@ def soak(platform: Platform, report: Report, args) -> None:
               args.connections, results))
     loader.start()
     try:
-        results.get(timeout=warmup_s + 120)  # the warm-up's figures are not reported
+        # The warm-up's figures are not reported. The client's own CPU time comes with its
+        # figures: it exits after the last window, before the processes here are read.
+        _kind, warm = results.get(timeout=warmup_s + 120)
         tree = process_tree(platform.roles)
-        report.rss_start_kib = snapshot({**tree, **process_tree(platform.peers)})
+        start = Usage.read({**tree, **process_tree(platform.peers)})
+        report.rss_start_kib = start.rss_kib
         report.redis_used_memory = (client.info("memory")["used_memory"], 0)
         lags: list[float] = []
         while len(report.windows) < windows:
@@ -253,8 +282,11 @@ def soak(platform: Platform, report: Report, args) -> None:
                                          client.xlen(STREAM)))
             lags = []
             print_window(report.windows[-1])
-        report.rss_end_kib = snapshot({**process_tree(platform.roles),
-                                       **process_tree(platform.peers)})
+        end = Usage.read({**process_tree(platform.roles), **process_tree(platform.peers)})
+        report.rss_end_kib = end.rss_kib
+        report.cpu_percent = start.cpu_percent_until(end)
+        report.cpu_percent["load client"] = round(
+            100 * (summary["cpu_s"] - warm["cpu_s"]) / (end.at - start.at), 1)
         report.restarted = [label for label, pid in process_tree(platform.roles).items()
                             if tree.get(label) not in (None, pid)]
         report.redis_used_memory = (report.redis_used_memory[0],
@@ -334,13 +366,19 @@ def print_report(report: Report, args) -> bool:
         print(f"{w.index:>6} {w.achieved_rate:>8,.0f} {w.completed:>9,} {w.errors:>6} "
               f"{w.p50_ms:>7.2f} {w.p99_ms:>7.2f} {w.max_ms:>8.1f} {w.max_queue:>6} "
               f"{w.lag_p99_s:>9.3f} {w.lag_max_s:>9.3f} {w.stream_length:>8,}")
-    print(f"\n{'process':<24} {'RSS start MB':>12} {'RSS end MB':>10} {'growth MB':>9}")
+    print(f"\n{'process':<24} {'RSS start MB':>12} {'RSS end MB':>10} {'growth MB':>9} "
+          f"{'CPU %':>6}")
     growth = {}
     for label, start in report.rss_start_kib.items():
         end = report.rss_end_kib.get(label, 0)
         growth[label] = mb(end - start)
         peer = " (peer, not judged)" if label.startswith("nginx") else ""
-        print(f"{label:<24} {mb(start):>12.1f} {mb(end):>10.1f} {growth[label]:>+9.1f}{peer}")
+        print(f"{label:<24} {mb(start):>12.1f} {mb(end):>10.1f} {growth[label]:>+9.1f} "
+              f"{report.cpu_percent.get(label, 0):>6.1f}{peer}")
+    print(f"{'load client':<24} {'':>12} {'':>10} {'':>9} "
+          f"{report.cpu_percent.get('load client', 0):>6.1f} (peer, not judged)")
+    print(f"CPU used by every process listed: {sum(report.cpu_percent.values()):.0f}% of one "
+          f"CPU, of the {env['cpus'] * 100}% the machine has")
     used = report.redis_used_memory
     print(f"redis used_memory: {used[0] / 1e6:.1f} MB -> {used[1] / 1e6:.1f} MB")
     print(f"\nevents: {report.events_added:,} added to {STREAM}, {report.events_applied:,} applied "
@@ -423,6 +461,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--maxlen", type=int, default=50_000,
                         help="BERTH_EVENTS_MAXLEN of the run (request stream cap)")
     args = parser.parse_args(argv)
+    # A SIGTERM (`timeout`, `kill`) unwinds like Ctrl-C, so the processes started are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="berth-soak-") as tmp:
         report = run(args, Path(tmp))
     RESULTS_PATH.parent.mkdir(parents=True, exist_ok=True)
