@@ -150,6 +150,11 @@ def start_mitmproxy(workdir: Path, backend: int) -> tuple[Proc, int]:
                    "--set", f"confdir={workdir}"], workdir, port, {"HOME": str(workdir)})
 
 
+# name: (binary, start(workdir, backend port) -> (process, port)); the workdir must exist.
+PEERS = {"nginx": ("nginx", start_nginx_proxy), "haproxy": ("haproxy", start_haproxy),
+         "caddy": ("caddy", start_caddy), "mitmproxy": ("mitmdump", start_mitmproxy)}
+
+
 def _start(args: list[str], workdir: Path, port: int,
            env: dict | None = None) -> tuple[Proc, int]:
     workdir.mkdir(parents=True, exist_ok=True)
@@ -198,10 +203,8 @@ def main() -> None:
             backend, backend_port = start_backend(workdir / "backend")
             procs.append(backend)
             targets = {"direct": backend_port}
-            peers = {"nginx": ("nginx", start_nginx_proxy), "haproxy": ("haproxy", start_haproxy),
-                     "caddy": ("caddy", start_caddy), "mitmproxy": ("mitmdump", start_mitmproxy)}
             only = set(filter(None, args.only.split(",")))
-            for name, (binary, start) in peers.items():
+            for name, (binary, start) in PEERS.items():
                 if only and name not in only:
                     continue
                 if find_binary(binary) is None:

@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.soak                          # 10 minutes, 1-minute windows
     .venv/bin/python -m bench.soak --minutes 1 --window 10  # a short try
+    .venv/bin/python -m bench.soak --peers nginx,caddy      # then the same soak through each
 
 One run on this machine, every listener on a free loopback port: redis-server, nginx as the
 backend (bench/proxy.py's), and berth's processes as the Procfile runs them: the proxy
@@ -19,6 +20,9 @@ the consumer, the worker, the scheduler and the web process.
    --minutes in windows of --window seconds. Every 0.5 s the consumer's lag is sampled (the
    age of the oldest request event not yet applied).
 3. drain: after the load, until the consumer has applied every event added to the stream.
+4. peers (--peers nginx,caddy): once berth's processes are stopped, each peer proxy from
+   bench/proxy.py in front of its own nginx backend, at berth's rate, through the same client,
+   for the same warm-up and windows: how flat a p99 this machine allows, beside berth's.
 
 Printed: per window the requests, errors, p50/p99/max latency, the most requests queued for
 a free connection (above 0: the proxy fell behind the rate), consumer lag (p99, max) and the
@@ -57,7 +61,7 @@ from app.redis import create_client
 from app.stores import RouteStore
 from bench.consumer import GROUP, STREAM, applied, lag_seconds, percentile, start_consumers
 from bench.fixed_rate import run as fixed_rate
-from bench.proxy import HOST, start_backend, wrk
+from bench.proxy import HOST, PEERS, start_backend, wrk
 from harness.procs import Proc, RedisServer, find_binary, free_port, wait_for_port, wait_until
 from harness.proxy import ProxyProcess
 from harness.worker import start_process
@@ -102,6 +106,23 @@ class Report:
     events_dropped: int = 0
     drained_s: float = 0.0
     environment: dict = field(default_factory=dict)
+    peers: list[PeerSoak] = field(default_factory=list)
+
+
+@dataclass
+class PeerSoak:
+    """A peer proxy soaked after berth at berth's rate, through the same client and in the
+    same windows, alone on the machine with its backend: the flatness this machine allows."""
+
+    name: str
+    windows: list[dict] = field(default_factory=list)  # the client's summary of each window
+    cpu_percent: float = 0.0  # the peer's processes, of one CPU, over the measured windows
+    load_client_cpu_percent: float = 0.0
+    skipped: str = ""  # why it was not measured
+
+    @property
+    def errors(self) -> int:
+        return sum(w["errors"] + w["dropped"] for w in self.windows)
 
 
 # -- processes -----------------------------------------------------------------------------------
@@ -249,18 +270,33 @@ def load_client(port: int, rate: float, warmup_s: float, windows: int, window_s:
                             "cpu_s": sum(os.times()[:2])}))
 
 
-def soak(platform: Platform, report: Report, args) -> None:
-    client = platform.client
-    windows = max(1, round(args.minutes * 60 / args.window))
-    # Warm up until the stream reaches its cap too, so Redis is at its steady size when the
-    # measured soak starts.
-    warmup_s = max(args.warmup, 1.2 * (args.maxlen - client.xlen(STREAM)) / report.rate)
+def start_load(port: int, rate: float, warmup_s: float, args):
+    """The load client's process and the queue its figures come back on."""
     results: multiprocessing.Queue = multiprocessing.get_context("fork").Queue()
     loader = multiprocessing.get_context("fork").Process(
         target=load_client, daemon=True,
-        args=(platform.proxy.port, report.rate, warmup_s, windows, args.window,
-              args.connections, results))
+        args=(port, rate, warmup_s, window_count(args), args.window, args.connections, results))
     loader.start()
+    return loader, results
+
+
+def stop_load(loader) -> None:
+    loader.join(timeout=30)
+    if loader.is_alive():
+        loader.kill()
+
+
+def window_count(args) -> int:
+    return max(1, round(args.minutes * 60 / args.window))
+
+
+def soak(platform: Platform, report: Report, args) -> None:
+    client = platform.client
+    windows = window_count(args)
+    # Warm up until the stream reaches its cap too, so Redis is at its steady size when the
+    # measured soak starts.
+    warmup_s = max(args.warmup, 1.2 * (args.maxlen - client.xlen(STREAM)) / report.rate)
+    loader, results = start_load(platform.proxy.port, report.rate, warmup_s, args)
     try:
         # The warm-up's figures are not reported. The client's own CPU time comes with its
         # figures: it exits after the last window, before the processes here are read.
@@ -292,9 +328,43 @@ def soak(platform: Platform, report: Report, args) -> None:
         report.redis_used_memory = (report.redis_used_memory[0],
                                     client.info("memory")["used_memory"])
     finally:
-        loader.join(timeout=30)
-        if loader.is_alive():
-            loader.kill()
+        stop_load(loader)
+
+
+def soak_peer(name: str, rate: float, args, workdir: Path) -> PeerSoak:
+    """`name` (bench/proxy.py's PEERS) in front of its own nginx backend, at `rate`, both in
+    `workdir`."""
+    binary, start = PEERS[name]
+    peer = PeerSoak(name)
+    if find_binary(binary) is None:
+        peer.skipped = f"{binary} not installed"
+        return peer
+    (workdir / name).mkdir(parents=True)  # the peers' start functions expect it
+    procs = []
+    try:
+        backend, backend_port = start_backend(workdir / "backend")
+        procs.append(backend)
+        proc, port = start(workdir / name, backend_port)
+        procs.append(proc)
+        loader, results = start_load(port, rate, args.warmup, args)
+        try:
+            _kind, warm = results.get(timeout=args.warmup + 120)
+            start_usage = Usage.read(process_tree({name: proc.pid}))
+            while len(peer.windows) < window_count(args):
+                _kind, summary = results.get(timeout=args.window + 120)
+                peer.windows.append(summary)
+                print(f"  {name} window {len(peer.windows):>3}: p99 {summary['p99_ms']:7.2f} ms",
+                      file=sys.stderr, flush=True)
+            end_usage = Usage.read(process_tree({name: proc.pid}))
+            peer.cpu_percent = round(sum(start_usage.cpu_percent_until(end_usage).values()), 1)
+            peer.load_client_cpu_percent = round(
+                100 * (summary["cpu_s"] - warm["cpu_s"]) / (end_usage.at - start_usage.at), 1)
+        finally:
+            stop_load(loader)
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
+    return peer
 
 
 def sustained_peak(port: int, start: float, args, max_probes: int = 12) -> float:
@@ -405,8 +475,30 @@ def print_report(report: Report, args) -> bool:
     print("\ntargets:")
     for name, ok, value in checks:
         print(f"  {name}: {value} ({'met' if ok else 'NOT met'})")
+    if report.peers:
+        print_peers(report, p99s)
     print(f"figures in bench/results/{RESULTS_PATH.name}")
     return all(ok for _, ok, _ in checks)
+
+
+def print_peers(report: Report, p99s: list[float]) -> None:
+    print(f"\npeers after berth, each alone with its backend: {report.rate:,.0f} req/s through "
+          "the same client in the same windows (not judged)")
+    print(f"{'proxy':<10} {'p99 min ms':>10} {'p99 max ms':>10} {'max/min':>7} {'errors':>6} "
+          f"{'CPU %':>6} {'client CPU %':>12}")
+    berth_cpu = sum(v for k, v in report.cpu_percent.items()
+                    if not k.startswith(("nginx", "load client")))
+    rows = [("berth", p99s, sum(w.errors for w in report.windows), berth_cpu,
+             report.cpu_percent.get("load client", 0.0))]
+    rows += [(peer.name, [w["p99_ms"] for w in peer.windows], peer.errors, peer.cpu_percent,
+              peer.load_client_cpu_percent) for peer in report.peers if not peer.skipped]
+    for name, values, errors, cpu, client_cpu in rows:
+        print(f"{name:<10} {min(values):>10.2f} {max(values):>10.2f} "
+              f"{max(values) / min(values):>7.2f} {errors:>6} {cpu:>6.1f} {client_cpu:>12.1f}")
+    for peer in report.peers:
+        if peer.skipped:
+            print(f"{peer.name:<10} skipped: {peer.skipped}")
+    print("CPU %: of one CPU, the proxy's processes (berth's: all of them and Redis)")
 
 
 def run(args, workdir: Path) -> Report:
@@ -440,7 +532,21 @@ def run(args, workdir: Path) -> Report:
         raise
     finally:
         platform.stop()
+    for name in args.peers:
+        try:
+            report.peers.append(soak_peer(name, report.rate, args, workdir / f"peer-{name}"))
+        except Exception as ex:  # berth's figures are in hand; a peer that fails loses only its own
+            report.peers.append(PeerSoak(name, skipped=f"failed: {ex}"))
     return report
+
+
+def peer_names(value: str) -> list[str]:
+    names = [name for name in value.split(",") if name]
+    unknown = [name for name in names if name not in PEERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown peer {', '.join(unknown)}; "
+                                         f"choose from {', '.join(PEERS)}")
+    return names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -460,6 +566,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--maxlen", type=int, default=50_000,
                         help="BERTH_EVENTS_MAXLEN of the run (request stream cap)")
+    parser.add_argument("--peers", type=peer_names, default=[],
+                        help="comma-separated peers soaked after berth at its rate, in the same "
+                             f"windows: {','.join(PEERS)}")
     args = parser.parse_args(argv)
     # A SIGTERM (`timeout`, `kill`) unwinds like Ctrl-C, so the processes started are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
