@@ -192,9 +192,12 @@ class Usage:
 
     def cpu_percent_until(self, end: Usage) -> dict[str, float]:
         """Each process's share of one CPU between the two readings."""
-        elapsed = end.at - self.at
-        return {label: round(100 * (end.cpu_s.get(label, 0.0) - used) / elapsed, 1)
+        return {label: self.share_until(end, end.cpu_s.get(label, 0.0) - used)
                 for label, used in self.cpu_s.items()}
+
+    def share_until(self, end: Usage, cpu_s: float) -> float:
+        """`cpu_s` of CPU time as a share (%) of one CPU between the two readings."""
+        return round(100 * cpu_s / (end.at - self.at), 1)
 
 
 class Platform:
@@ -321,8 +324,7 @@ def soak(platform: Platform, report: Report, args) -> None:
         end = Usage.read({**process_tree(platform.roles), **process_tree(platform.peers)})
         report.rss_end_kib = end.rss_kib
         report.cpu_percent = start.cpu_percent_until(end)
-        report.cpu_percent["load client"] = round(
-            100 * (summary["cpu_s"] - warm["cpu_s"]) / (end.at - start.at), 1)
+        report.cpu_percent["load client"] = start.share_until(end, summary["cpu_s"] - warm["cpu_s"])
         report.restarted = [label for label, pid in process_tree(platform.roles).items()
                             if tree.get(label) not in (None, pid)]
         report.redis_used_memory = (report.redis_used_memory[0],
@@ -357,8 +359,8 @@ def soak_peer(name: str, rate: float, args, workdir: Path) -> PeerSoak:
                       file=sys.stderr, flush=True)
             end_usage = Usage.read(process_tree({name: proc.pid}))
             peer.cpu_percent = round(sum(start_usage.cpu_percent_until(end_usage).values()), 1)
-            peer.load_client_cpu_percent = round(
-                100 * (summary["cpu_s"] - warm["cpu_s"]) / (end_usage.at - start_usage.at), 1)
+            peer.load_client_cpu_percent = start_usage.share_until(
+                end_usage, summary["cpu_s"] - warm["cpu_s"])
         finally:
             stop_load(loader)
     finally:
@@ -420,6 +422,11 @@ def mb(kib: int) -> float:
     return kib * 1024 / 1e6
 
 
+def judged(label: str) -> bool:
+    """Berth's processes and Redis; the nginx backend and the load client are peers."""
+    return not label.startswith(("nginx backend", "load client"))
+
+
 def print_report(report: Report, args) -> bool:
     env = report.environment
     held = (f"{report.rate / report.sustained_rps:.0%} of the {report.sustained_rps:,.0f} req/s "
@@ -442,7 +449,7 @@ def print_report(report: Report, args) -> bool:
     for label, start in report.rss_start_kib.items():
         end = report.rss_end_kib.get(label, 0)
         growth[label] = mb(end - start)
-        peer = " (peer, not judged)" if label.startswith("nginx") else ""
+        peer = "" if judged(label) else " (peer, not judged)"
         print(f"{label:<24} {mb(start):>12.1f} {mb(end):>10.1f} {growth[label]:>+9.1f} "
               f"{report.cpu_percent.get(label, 0):>6.1f}{peer}")
     print(f"{'load client':<24} {'':>12} {'':>10} {'':>9} "
@@ -460,14 +467,14 @@ def print_report(report: Report, args) -> bool:
     errors = sum(w.errors for w in report.windows)
     p99s = [w.p99_ms for w in report.windows]
     flat = max(p99s) / min(p99s) if len(p99s) > 1 and min(p99s) > 0 else None
-    judged = {k: v for k, v in growth.items() if not k.startswith("nginx")}
-    worst = max(judged, key=judged.get)
+    berths = {k: v for k, v in growth.items() if judged(k)}
+    worst = max(berths, key=berths.get)
     checks = [
         ("zero errors", errors == 0, f"{errors}"),
         ("p99 flat within 20% (max/min)", flat is None or flat <= TARGET_FLAT,
          f"{flat:.2f}" if flat is not None else "n/a with one window"),
-        (f"RSS growth < {TARGET_RSS_MB:g} MB per process", judged[worst] < TARGET_RSS_MB,
-         f"largest {judged[worst]:+.1f} MB ({worst})"),
+        (f"RSS growth < {TARGET_RSS_MB:g} MB per process", berths[worst] < TARGET_RSS_MB,
+         f"largest {berths[worst]:+.1f} MB ({worst})"),
         ("no process restarted or exited", not (report.restarted or report.exited), ""),
         ("every event applied", report.events_applied >= report.events_added
          and not report.events_dropped, f"{report.events_applied:,}/{report.events_added:,}"),
@@ -486,8 +493,7 @@ def print_peers(report: Report, p99s: list[float]) -> None:
           "the same client in the same windows (not judged)")
     print(f"{'proxy':<10} {'p99 min ms':>10} {'p99 max ms':>10} {'max/min':>7} {'errors':>6} "
           f"{'CPU %':>6} {'client CPU %':>12}")
-    berth_cpu = sum(v for k, v in report.cpu_percent.items()
-                    if not k.startswith(("nginx", "load client")))
+    berth_cpu = sum(v for k, v in report.cpu_percent.items() if judged(k))
     rows = [("berth", p99s, sum(w.errors for w in report.windows), berth_cpu,
              report.cpu_percent.get("load client", 0.0))]
     rows += [(peer.name, [w["p99_ms"] for w in peer.windows], peer.errors, peer.cpu_percent,
