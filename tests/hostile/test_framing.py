@@ -193,3 +193,25 @@ def test_the_proxy_logged_no_traceback(proxy, site):
     output = proxy.output()
     assert "Traceback" not in output, output[-3000:]
     assert "Error handling request" not in output, output[-3000:]
+
+
+@pytest.mark.parametrize("config", ["proxy/gunicorn_http.py", "proxy/gunicorn_tls.py"])
+def test_the_proxy_keeps_gunicorns_python_parser_with_a_stand_in_c_parser_installed(
+        monkeypatch, config):
+    """gunicorn 27 parses with gunicorn_h1c whenever it is importable, and that parser accepts
+    request lines the cases above refuse; the proxy's config must keep the Python parser."""
+    import runpy
+    import sys
+    import types
+
+    from gunicorn.config import Config
+    from gunicorn.http import message
+
+    stand_in = types.ModuleType("gunicorn_h1c")
+    stand_in.LimitRequestLine = type("LimitRequestLine", (Exception,), {})
+    monkeypatch.setitem(sys.modules, "gunicorn_h1c", stand_in)
+    monkeypatch.setattr(message, "_fast_parser_available", None)
+    assert message._check_fast_parser(Config())  # gunicorn's default would take it
+    cfg = Config()
+    cfg.set("http_parser", runpy.run_path(config)["http_parser"])
+    assert not message._check_fast_parser(cfg)
