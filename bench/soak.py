@@ -34,7 +34,8 @@ longer than a soak to fill, and Redis's growth up to it would read as a leak; th
 lasts until it is full), and idle keep-alive connections stay open for a window (the client,
 unlike browsers, does not retry a request on a connection the proxy closed while idle).
 Targets: zero errors, p99 flat within 20% (max/min over the windows), RSS growth under 20 MB
-for every berth process.
+for every berth process. Beside max/min, the p99's drift over the run (Theil-Sen) is printed
+but not judged: uneven windows and a p99 that climbs are different faults.
 Figures are written to bench/results/soak.json.
 """
 
@@ -47,6 +48,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import statistics
 import sys
 import tempfile
 import time
@@ -427,6 +429,18 @@ def judged(label: str) -> bool:
     return not label.startswith(("nginx backend", "load client"))
 
 
+def trend(values: list[float]) -> float | None:
+    """How far a series moved over the run, as a fraction of its median: the Theil-Sen slope
+    (the median of every pairwise slope, so one bad window cannot tilt it) times the run's
+    length. Max/min says how uneven the windows were; this says whether they drifted, which
+    is what a leak or a growing queue would do."""
+    if len(values) < 2 or statistics.median(values) <= 0:
+        return None
+    slopes = [(values[j] - values[i]) / (j - i)
+              for i in range(len(values)) for j in range(i + 1, len(values))]
+    return statistics.median(slopes) * (len(values) - 1) / statistics.median(values)
+
+
 def print_report(report: Report, args) -> bool:
     env = report.environment
     held = (f"{report.rate / report.sustained_rps:.0%} of the {report.sustained_rps:,.0f} req/s "
@@ -482,6 +496,9 @@ def print_report(report: Report, args) -> bool:
     print("\ntargets:")
     for name, ok, value in checks:
         print(f"  {name}: {value} ({'met' if ok else 'NOT met'})")
+    drift = trend(p99s)
+    if drift is not None:
+        print(f"  (not a target) p99 trend over the run, Theil-Sen: {drift:+.0%} of its median")
     if report.peers:
         print_peers(report, p99s)
     print(f"figures in bench/results/{RESULTS_PATH.name}")
@@ -491,20 +508,24 @@ def print_report(report: Report, args) -> bool:
 def print_peers(report: Report, p99s: list[float]) -> None:
     print(f"\npeers after berth, each alone with its backend: {report.rate:,.0f} req/s through "
           "the same client in the same windows (not judged)")
-    print(f"{'proxy':<10} {'p99 min ms':>10} {'p99 max ms':>10} {'max/min':>7} {'errors':>6} "
-          f"{'CPU %':>6} {'client CPU %':>12}")
+    print(f"{'proxy':<10} {'p99 min ms':>10} {'p99 max ms':>10} {'max/min':>7} {'trend':>6} "
+          f"{'errors':>6} {'CPU %':>6} {'client CPU %':>12}")
     berth_cpu = sum(v for k, v in report.cpu_percent.items() if judged(k))
     rows = [("berth", p99s, sum(w.errors for w in report.windows), berth_cpu,
              report.cpu_percent.get("load client", 0.0))]
     rows += [(peer.name, [w["p99_ms"] for w in peer.windows], peer.errors, peer.cpu_percent,
               peer.load_client_cpu_percent) for peer in report.peers if not peer.skipped]
     for name, values, errors, cpu, client_cpu in rows:
+        drift = trend(values)
         print(f"{name:<10} {min(values):>10.2f} {max(values):>10.2f} "
-              f"{max(values) / min(values):>7.2f} {errors:>6} {cpu:>6.1f} {client_cpu:>12.1f}")
+              f"{max(values) / min(values):>7.2f} "
+              f"{f'{drift:+.0%}' if drift is not None else 'n/a':>6} "
+              f"{errors:>6} {cpu:>6.1f} {client_cpu:>12.1f}")
     for peer in report.peers:
         if peer.skipped:
             print(f"{peer.name:<10} skipped: {peer.skipped}")
-    print("CPU %: of one CPU, the proxy's processes (berth's: all of them and Redis)")
+    print("CPU %: of one CPU, the proxy's processes (berth's: all of them and Redis); trend: "
+          "the p99's Theil-Sen drift over the run, of its median")
 
 
 def run(args, workdir: Path) -> Report:
