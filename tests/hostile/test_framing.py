@@ -10,14 +10,22 @@ and each case gets the exact answer listed for it.
 from __future__ import annotations
 
 import json
+import runpy
+import sys
+import types
+from pathlib import Path
 
 import pytest
+from gunicorn.config import Config
+from gunicorn.http import message
 
 from tests.e2e.conftest import raw_exchange
 from tests.hostile.conftest import GUARDED
 from tests.hostile.wire import responses
 
 pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
 
 BODY = b"5\r\nhello\r\n0\r\n\r\n"  # "hello", chunked
 
@@ -200,18 +208,13 @@ def test_the_proxy_keeps_gunicorns_python_parser_with_a_stand_in_c_parser_instal
         monkeypatch, config):
     """gunicorn 27 parses with gunicorn_h1c whenever it is importable, and that parser accepts
     request lines the cases above refuse; the proxy's config must keep the Python parser."""
-    import runpy
-    import sys
-    import types
-
-    from gunicorn.config import Config
-    from gunicorn.http import message
-
     stand_in = types.ModuleType("gunicorn_h1c")
     stand_in.LimitRequestLine = type("LimitRequestLine", (Exception,), {})
     monkeypatch.setitem(sys.modules, "gunicorn_h1c", stand_in)
+    # gunicorn caches what it found on first use; start afresh and leave no stand-in behind.
     monkeypatch.setattr(message, "_fast_parser_available", None)
+    monkeypatch.setattr(message, "_fast_parser_module", None)
     assert message._check_fast_parser(Config())  # gunicorn's default would take it
     cfg = Config()
-    cfg.set("http_parser", runpy.run_path(config)["http_parser"])
+    cfg.set("http_parser", runpy.run_path(str(ROOT / config))["http_parser"])
     assert not message._check_fast_parser(cfg)
