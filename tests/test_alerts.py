@@ -113,7 +113,7 @@ def test_error_rate_per_host(redis_client, settings, clock, configure):
     evaluate(redis_client, settings, clock)  # still failing: fires once
     assert announced(redis_client, "error_rate") == {fired: 1}
 
-    clock.advance(60)  # a new minute without requests: the 1m window is clear
+    clock.advance(120)  # two minute turns without requests: the 1m window is clear
     evaluate(redis_client, settings, clock)
     assert announced(redis_client, "error_rate") == {fired: 1, resolved: 1}
     assert AlertStore(redis_client).active() == []
@@ -146,7 +146,7 @@ def test_latency_p99_per_host(redis_client, settings, clock, configure):
     evaluate(redis_client, settings, clock)
     assert announced(redis_client, "latency_p99") == {fired: 1}
 
-    clock.advance(300)  # the slow minute has left the 5m window
+    clock.advance(360)  # the slow minute has left the 5m window
     traffic(redis_client, clock, "slow.test", 100, duration_ms=20)
     evaluate(redis_client, settings, clock)
     assert announced(redis_client, "latency_p99") == {fired: 1, resolved: 1}

@@ -4,6 +4,7 @@ thread) on the test Redis."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from wsgiref.simple_server import WSGIRequestHandler, make_server
@@ -52,7 +53,9 @@ def test_berth_metrics(served, redis_client, capsys):
 
     assert berth(url, api.admin, "metrics", "--window", "1m") == 0
     out = capsys.readouterr().out
-    assert out.startswith("8 requests, 2 errors over the last 1m")
+    # A window holds its whole minutes and the current one so far: 60 to 119 s for 1m.
+    assert re.match(r"8 requests, 2 errors over the last 1m \((\d+) s\)\n", out)
+    assert 60 <= int(re.match(r".*\((\d+) s\)", out).group(1)) <= 120
     row = next(line for line in out.splitlines() if line.strip().startswith("shop.test"))
     assert row.split()[2:5] == ["8", "2", "25.0%"] and row.split()[-1] == "12.5"
     assert "http://127.0.0.1:9001" in out

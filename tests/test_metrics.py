@@ -165,12 +165,23 @@ def test_rolling_windows_sum_minute_buckets(redis_client):
     events = [request(ts_s=NOW - 60 * m) for m in range(90)] + [request(ts_s=NOW - 3 * 3600)]
     store(redis_client, events)
     query = MetricsQuery(redis_client, clock=lambda: NOW)
+    # W whole minutes and the current one so far (20 s into it).
     requests = {w: query.summaries(ROUTER, w)[0]["requests"] for w in ("1m", "5m", "1h")}
-    assert requests == {"1m": 1, "5m": 5, "1h": 60}
+    assert requests == {"1m": 2, "5m": 6, "1h": 61}
     assert query.summaries(ROUTER, "total")[0]["requests"] == 91
     one_minute = query.summaries(ROUTER, "1m")[0]
-    assert one_minute["seconds"] == 20.0 and one_minute["rate"] == 0.05  # 20 s into the minute
-    assert query.summaries(ROUTER, "5m")[0]["seconds"] == 260.0
+    assert one_minute["seconds"] == 80.0 and one_minute["rate"] == 0.025
+    assert query.summaries(ROUTER, "5m")[0]["seconds"] == 320.0
+
+
+def test_a_window_does_not_empty_when_a_minute_turns(redis_client):
+    # 30 requests in the 10 s before a minute turns, then 2 s into the next minute.
+    turn = NOW // 60 * 60 + 60
+    store(redis_client, [request(ts_s=turn - 10 + i / 3) for i in range(30)])
+    before = MetricsQuery(redis_client, clock=lambda: turn - 0.5).summaries(ROUTER, "1m")[0]
+    after = MetricsQuery(redis_client, clock=lambda: turn + 2).summaries(ROUTER, "1m")[0]
+    assert before["requests"] == after["requests"] == 30
+    assert after["seconds"] == 62.0 and after["rate"] == round(30 / 62, 4)
     # Minute keys expire after the longest window; the 3 h old request is only in the total.
     expires_at = (MINUTE + 1) * 60 + 3600 + 120  # the end of the minute plus 1 h 2 min
     ttl = redis_client.ttl(keys.metrics_minute(ROUTER, "shop.test", MINUTE))

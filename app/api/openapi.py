@@ -493,7 +493,9 @@ _METRIC_SUMMARY = {
     "properties": {
         "name": {"type": "string", "description": "The router (host) or service (upstream)."},
         "window": {"type": "string", "enum": list(WINDOW_CHOICES)},
-        "seconds": {"type": ["number", "null"], "description": "Null for `total`."},
+        "seconds": {"type": ["number", "null"],
+                    "description": "How long the window is: its whole minutes and the current "
+                                   "minute so far. Null for `total`."},
         "requests": {"type": "integer"},
         "rate": {"type": ["number", "null"], "description": "Requests per second."},
         "errors": {"type": "integer", "description": "5xx answers and failed exchanges."},
@@ -873,7 +875,8 @@ def _get(operation_id: str, summary: str, schema: str, *, admin: bool = False,
 def _observability_paths() -> dict:
     window = _query("window", {"type": "string", "enum": list(WINDOW_CHOICES),
                                "default": "5m"},
-                    "Rolling window, or `total` since the start.")
+                    "Rolling window (its whole minutes before the current one, and the "
+                    "current one so far), or `total` since the start.")
     host = _query("host", {"type": "string", "maxLength": 253}, "Only this router (host).")
     base = "/api/v1/orchestrator"
     return {
@@ -916,7 +919,9 @@ def _observability_paths() -> dict:
         f"{base}/overview": {"get": _get(
             "overview", "Everything the dashboard shows, in one request", "Overview",
             parameters=[_query("window", {"type": "string", "enum": list(OVERVIEW_WINDOWS),
-                                          "default": "1m"}, "Rolling window.")])},
+                                          "default": "1m"},
+                                  "Rolling window (its whole minutes before the current one, "
+                                  "and the current one so far).")])},
         "/metrics": {"get": {
             "operationId": "prometheus",
             "summary": "Prometheus text exposition (format 0.0.4), cluster-wide",

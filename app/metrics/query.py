@@ -1,8 +1,11 @@
 """Reading the request metrics the consumer aggregates (see aggregate.py for the layout).
 
-A rolling window of W minutes is the sum of the W minute buckets ending with the current,
-partial, minute; its length in seconds is therefore (W - 1) * 60 plus the seconds elapsed in
-the current minute, and rates are divided by that. "total" is everything since the start.
+A rolling window of W minutes is the sum of the W whole minute buckets before the current one
+and the current one so far: it always holds at least W minutes, so it never empties when a
+minute turns (W buckets ending with the current one would hold only seconds of it just after
+the turn). Its length in seconds is therefore W * 60 plus the seconds elapsed in the current
+minute, given as `seconds`, and rates are divided by that. "total" is everything since the
+start.
 """
 
 from __future__ import annotations
@@ -118,8 +121,7 @@ class MetricsQuery:
     def window_seconds(self, window: str) -> float | None:
         if window == TOTAL:
             return None
-        now = self.clock()
-        return max(1.0, (WINDOWS[window] - 1) * 60 + now % 60)
+        return WINDOWS[window] * 60 + self.clock() % 60
 
     def sums(self, dimension: str, names: Iterable[str], window: str,
              latency: bool = True) -> dict[str, Sums]:
@@ -182,13 +184,13 @@ class MetricsQuery:
         """Start (ms) of a window: the routers seen since then are the ones it lists."""
         if window == TOTAL:
             return None
-        return int((self.clock() // 60 - WINDOWS[window] + 1) * 60_000)
+        return int((self.clock() // 60 - WINDOWS[window]) * 60_000)
 
     def _periods(self, window: str) -> list[int | None]:
         if window == TOTAL:
             return [None]
         current = int(self.clock() // 60)
-        return list(range(current - WINDOWS[window] + 1, current + 1))
+        return list(range(current - WINDOWS[window], current + 1))
 
     @staticmethod
     def _keys(dimension: str, name: str, periods: list[int | None]):

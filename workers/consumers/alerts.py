@@ -143,7 +143,7 @@ class Evaluator:
             if rule is None:
                 continue
             window = rule["window"]
-            names = set(self.metrics.names(ROUTER, self._since_ms(window)))
+            names = set(self.metrics.names(ROUTER, self.metrics.since_ms(window)))
             names |= {s.subject for s in opened if s.rule == rule_id}
             sums = self.metrics.sums(ROUTER, sorted(names), window,
                                      latency=rule_id == "latency_p99")
@@ -171,9 +171,6 @@ class Evaluator:
                                  "threshold_ms": rule["threshold_ms"],
                                  "requests": s.requests}))
         return signals
-
-    def _since_ms(self, window: str) -> int:
-        return int((self.clock() // 60 - WINDOWS[window] + 1) * 60_000)
 
     def _lag(self, rules: RuleSet, opened: list[OpenState]) -> list[Signal]:
         rule = rules.enabled("consumer_lag")
