@@ -46,7 +46,7 @@ def render(metrics: dict) -> str:
     window = metrics.get("window")
     seconds = metrics.get("seconds")
     span = ("since the start" if window == "total" else f"over the last {window}"
-            + (f" ({seconds:.0f} s)" if isinstance(seconds, int | float) else ""))
+            + (f" ({seconds:.0f} s)" if seconds is not None else ""))
     lines = [clean(f"{metrics.get('requests', 0)} requests, {metrics.get('errors', 0)} errors "
                    f"{span}")]
     headers = ["REQ/S", "REQUESTS", "ERRORS", "ERROR%", "P50 MS", "P95 MS", "P99 MS"]
