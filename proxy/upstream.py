@@ -6,6 +6,13 @@ picks a route's targets round-robin, skipping those marked down, writes the requ
 streams the client's body, then reads the response head; the body is read by iterating the
 returned `UpstreamResponse`, so nothing is ever buffered whole.
 
+Reuse: a connection goes back to the pool only when the exchange ended exactly at its framing
+and nothing more is buffered or readable (`Connection.reusable`, asked by
+`UpstreamResponse.close`, the one place that decides). Anything else closes it: a byte past
+the body, a response head that announces a body the method or status forbids (a broken server
+sends that body, maybe a moment later), a response that arrived while the request was still
+being sent, a body not read to its end. So no byte of one exchange can reach another client.
+
 Retries: a target that fails to connect is marked down; the request moves to the next target
 only when the method is idempotent (nothing was sent). A pooled connection that turns out to
 be closed before any response byte is replaced by a fresh one to the same target, once, when
@@ -38,8 +45,10 @@ from proxy.sockets import send_all
 CHUNK = 64 * 1024
 MAX_LINE = 64 * 1024
 MAX_HEADERS = 200
+MAX_INTERIM = 16  # 1xx responses before the final one; a backend sending more is refused
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _NO_BODY_STATUS = frozenset({204, 304})
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # in a field value
 _CONTROL_BUT_CR_LF = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
@@ -150,14 +159,15 @@ class RequestBody:
 
 
 class Connection:
-    __slots__ = ("sock", "rfile", "target", "idle_since", "reused")
+    __slots__ = ("sock", "rfile", "target", "idle_since", "reused", "read_timeout")
 
-    def __init__(self, sock: socket.socket, target: Target):
+    def __init__(self, sock: socket.socket, target: Target, read_timeout: float | None = None):
         self.sock = sock
         self.rfile = sock.makefile("rb", buffering=CHUNK)
         self.target = target
         self.idle_since = 0.0
         self.reused = False
+        self.read_timeout = read_timeout
 
     def close(self) -> None:
         try:
@@ -174,6 +184,33 @@ class Connection:
         except (OSError, ValueError):
             return False
         return not readable
+
+    def answered_early(self) -> bool:
+        """Whether the upstream has sent something while the request is still going out."""
+        return not self.still_open() or self._tls_pending()
+
+    def reusable(self) -> bool:
+        """True when nothing at all follows the exchange just read: no byte in our read
+        buffer, none decrypted but unread (TLS), none readable on the socket (nor EOF)."""
+        if not self.still_open() or self._tls_pending():
+            return False
+        # The buffered reader keeps what one read brought beyond the response; peek shows
+        # it. Non-blocking for this one call, since with an empty buffer peek reads the
+        # socket, which must not wait (nothing readable is the answer we hope for).
+        self.sock.settimeout(0)
+        try:
+            extra = self.rfile.peek(1)
+        except ssl.SSLWantReadError:
+            extra = b""
+        except (OSError, ValueError):
+            return False
+        finally:
+            self.sock.settimeout(self.read_timeout)
+        return not extra
+
+    def _tls_pending(self) -> bool:
+        pending = getattr(self.sock, "pending", None)
+        return pending is not None and pending() > 0
 
 
 class UpstreamPool:
@@ -253,7 +290,7 @@ class UpstreamPool:
                 sock.close()
                 raise ConnectFailed(f"TLS with {target.url} failed: {ex}") from ex
         sock.settimeout(self.read_timeout)
-        return Connection(sock, target)
+        return Connection(sock, target, self.read_timeout)
 
     def release(self, conn: Connection) -> None:
         """Back into the pool for the next request to the same upstream."""
@@ -322,11 +359,12 @@ class UpstreamResponse:
             self.close()
 
     def close(self) -> None:
-        """Return the connection to the pool if the body was read to its end, else drop it."""
+        """Return the connection to the pool when the exchange ended exactly at its framing
+        and nothing else has arrived (see the module docstring), else close it."""
         if not self._open:
             return
         self._open = False
-        if self._done and self.head.keep_alive:
+        if self._done and self.head.keep_alive and self.conn.reusable():
             self.pool.release(self.conn)
         else:
             self.conn.close()
@@ -348,24 +386,23 @@ class UpstreamResponse:
             line = rfile.readline(MAX_LINE)
             if not line.endswith(b"\n"):
                 raise UpstreamProtocolError("truncated chunk size line", received=True)
-            size_text = line.split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise UpstreamProtocolError("invalid chunk size", received=True) from None
-            if size_text.startswith((b"-", b"+", b"0x", b"0X")) or size < 0:
+            size_text = line.split(b";", 1)[0].rstrip(b"\r\n").rstrip(b" \t")
+            # Hex digits only: int() would also take "1_0", "+5", " 5" or "0x5".
+            if not _CHUNK_SIZE.fullmatch(size_text):
                 raise UpstreamProtocolError("invalid chunk size", received=True)
+            size = int(size_text, 16)
             if size == 0:
                 break
             yield from self._sized(size)
             if rfile.readline(MAX_LINE) not in (b"\r\n", b"\n"):
                 raise UpstreamProtocolError("chunk without its line end", received=True)
-        while True:  # trailers are dropped
+        for _ in range(MAX_HEADERS + 1):  # trailers are dropped
             line = rfile.readline(MAX_LINE)
             if line in (b"\r\n", b"\n"):
                 return
             if not line.endswith(b"\n"):
                 raise UpstreamClosed("truncated chunked trailer", received=True)
+        raise UpstreamProtocolError("too many chunked trailer fields", received=True)
 
     def _until_close(self) -> Iterator[bytes]:
         read1 = self.conn.rfile.read1
@@ -388,7 +425,7 @@ def request_head(method: str, path: str, host: str, headers: list[tuple[str, str
 
 def read_head(rfile, method: str) -> ResponseHead:
     """Parse a response head, skipping interim 1xx responses other than 101."""
-    while True:
+    for _ in range(MAX_INTERIM + 1):
         lines, clean = _head_lines(rfile)
         version, _, rest = lines[0].partition(" ")
         status_text, _, reason = rest.partition(" ")
@@ -401,6 +438,7 @@ def read_head(rfile, method: str) -> ResponseHead:
             continue
         headers, framing = _fields(lines, clean)
         return _frame(status, reason, headers, framing, method, http11=version == "HTTP/1.1")
+    raise UpstreamProtocolError("too many interim responses", received=True)
 
 
 def _head_lines(rfile) -> tuple[list[str], bool]:
@@ -463,7 +501,11 @@ def _frame(status: int, reason: str, headers: list[tuple[str, str]], framing: di
     if status == 101:  # the connection now belongs to the upgraded protocol
         return ResponseHead(status, reason, headers, 0, False, False)
     if method == "HEAD" or status in _NO_BODY_STATUS or status < 200:
-        return ResponseHead(status, reason, headers, 0, False, keep_alive)
+        # No body follows, whatever the head says. But a head that announces one (HEAD's
+        # Content-Length of the GET, a 204 with a length) comes from a server that may send
+        # it anyway, and perhaps only after we have looked: such a connection is not reused.
+        announced = codings or (lengths and lengths != {"0"})
+        return ResponseHead(status, reason, headers, 0, False, keep_alive and not announced)
     if codings:
         if lengths:  # RFC 9112 6.3: a proxy must not relay both; a smuggling vector
             raise UpstreamProtocolError("response with both Content-Length and "
@@ -542,7 +584,7 @@ class Upstream:
     def _roundtrip(self, conn: Connection, head: bytes, body: RequestBody,
                    method: str) -> ResponseHead:
         try:
-            self._write(conn, head, body)
+            early = self._write(conn, head, body)
         except TimeoutError as ex:
             raise UpstreamTimeout(f"{conn.target.url} stopped reading the request") from ex
         except OSError as ex:
@@ -554,26 +596,34 @@ class Upstream:
             early.keep_alive = False
             return early
         try:
-            return read_head(conn.rfile, method)
+            response = read_head(conn.rfile, method)
         except TimeoutError as ex:
             raise UpstreamTimeout(f"{conn.target.url} did not answer in time") from ex
         except (OSError, ValueError) as ex:
             raise UpstreamClosed(f"reading from {conn.target.url} failed: {ex}") from ex
+        if early:
+            response.keep_alive = False
+        return response
 
     @staticmethod
-    def _write(conn: Connection, head: bytes, body: RequestBody) -> None:
+    def _write(conn: Connection, head: bytes, body: RequestBody) -> bool:
+        """Send the request; True when the upstream answered before all of it had gone out
+        (it may not have read the rest of the body, which it would then take for a request).
+        A body that goes in one write with the head leaves no moment to notice that."""
         sendall = conn.sock.sendall
         if body.empty:
             send_all(conn.sock, head)
-        elif body.kept is not None:
+            return False
+        if body.kept is not None:
             send_all(conn.sock, head + body.kept)
-        elif body.chunked:
-            sendall(head)
-            for piece in body.pieces():
-                sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+            return False
+        early = False
+        sendall(head)
+        for piece in body.pieces():
+            early = early or conn.answered_early()
+            sendall(b"%x\r\n%s\r\n" % (len(piece), piece) if body.chunked else piece)
+        if body.chunked:
+            early = early or conn.answered_early()
             sendall(b"0\r\n\r\n")
-        else:
-            sendall(head)
-            for piece in body.pieces():
-                sendall(piece)
+        return early
 
