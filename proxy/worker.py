@@ -14,7 +14,11 @@ costs more than the proxying itself on a small request:
 - writes skip gevent's `sendall` when one `send` takes everything (see proxy/sockets.py);
 - gunicorn's forwarded-IPs check skips parsing the peer's address on every request when
   no address is trusted (berth decides whom to believe itself, see gunicorn_common.py);
-- the objects loaded at start-up are frozen out of the garbage collector's full passes.
+- the objects loaded at start-up are frozen out of the garbage collector's full passes;
+- `Expect: 100-continue` is answered when the app first reads the body, not before the app
+  runs: a request the route refuses (413 over its body limit, 401 without credentials) gets
+  its answer without the client sending the body, and the connection closes, since the body
+  the client may still send would otherwise be read as the next request.
 
 The environ holds what gunicorn 27's `gunicorn.http.wsgi.create` puts there for a plain or
 TLS TCP listener, minus `wsgi.early_hints` (neither Falcon nor the proxy sends 103s); unix
@@ -74,11 +78,56 @@ class _Clock:
         return cls.value
 
 
+class ContinueOnRead:
+    """A request body (wsgi.input) that sends `100 Continue` before its first read.
+
+    gunicorn 27 marks a request whose head asked for it in `Request._expected_100_continue`
+    (private; gunicorn.http.message) and sends the 100 in `wsgi.create` before the app runs;
+    the worker clears that mark and wraps the body in this instead (tests/e2e/
+    test_proxy_limits.py checks both sides).
+    """
+
+    __slots__ = ("body", "sock", "pending")
+
+    def __init__(self, body, sock):
+        self.body = body
+        self.sock = sock
+        self.pending = True
+
+    def _continue(self) -> None:
+        if self.pending:
+            self.pending = False
+            send_all(self.sock, b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def read(self, size=None):
+        self._continue()
+        return self.body.read(size)
+
+    def readline(self, size=None):
+        self._continue()
+        return self.body.readline(size)
+
+    def readlines(self, size=None):
+        self._continue()
+        return self.body.readlines(size)
+
+    def __iter__(self):
+        self._continue()
+        return iter(self.body)
+
+
+def _announces_body(req) -> bool:
+    return any(name == "TRANSFER-ENCODING" or (name == "CONTENT-LENGTH" and value != "0")
+               for name, value in req.headers)
+
+
 class ProxyResponse(wsgi.Response):
     """gunicorn's Response, holding its head back until the first body bytes (or the end)
     so both leave in one write."""
 
     _pending = b""
+    # The body of a request that expects 100-continue, while its 100 has not gone out.
+    unread_body: ContinueOnRead | None = None
 
     def default_headers(self) -> list[str]:
         if self.upgrade:
@@ -97,6 +146,11 @@ class ProxyResponse(wsgi.Response):
     def send_headers(self) -> None:
         if self.headers_sent:
             return
+        if self.unread_body is not None and self.unread_body.pending:
+            # Answered without asking for the body: whether the client sends it anyway
+            # cannot be told from here, so this connection carries no further request.
+            self.unread_body.pending = False
+            self.force_close()
         head = self.default_headers()
         head.extend(f"{name}: {value}\r\n" for name, value in self.headers)
         head.append("\r\n")
@@ -229,6 +283,8 @@ class ProxyWorker(GeventWorker):
         """gunicorn's AsyncWorker.handle_request with the environ and response above."""
         environ = {}
         resp = None
+        expects_continue = req._expected_100_continue and _announces_body(req)
+        req._expected_100_continue = False  # sent on the first read instead, see ContinueOnRead
         try:
             self.cfg.pre_request(self, req)
             if (isinstance(listener_name, tuple) and isinstance(addr, tuple)
@@ -239,6 +295,9 @@ class ProxyWorker(GeventWorker):
                 resp, environ = wsgi.create(req, sock, addr, listener_name, self.cfg,
                                             response_class=ProxyResponse)
                 environ["wsgi.multithread"] = True
+            if expects_continue:
+                resp.unread_body = environ["wsgi.input"] = ContinueOnRead(
+                    environ["wsgi.input"], sock)
             self.nr += 1
             if self.nr >= self.max_requests and self.alive:
                 self.log.info("Autorestarting worker after current request.")
@@ -291,8 +350,6 @@ class ProxyWorker(GeventWorker):
         env["RAW_URI"] = req.uri
         env["SERVER_PROTOCOL"] = (_PROTOCOLS.get(req.version)
                                   or f"HTTP/{req.version[0]}.{req.version[1]}")
-        if req._expected_100_continue:
-            sock.send(b"HTTP/1.1 100 Continue\r\n\r\n")
         repeated = None
         for name, value in req.headers:
             if name == "CONTENT-TYPE":

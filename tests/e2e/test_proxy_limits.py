@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import subprocess
 
 import pytest
 
@@ -89,3 +90,52 @@ def test_a_client_stalling_its_head_is_cut_off(proxy, limited):
         sock.sendall(b"GET / HTTP/1.1\r\nHost: limits.test\r\n")
         # The head never ends: closed after BERTH_PROXY_KEEPALIVE_S (2 s), nothing answered.
         assert sock.recv(65536) == b""
+
+
+def _read_head(sock: socket.socket) -> bytes:
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
+def test_expect_continue_over_the_limit_is_413_before_the_body(proxy, limited, backend):
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(b"POST /echo/expect-big HTTP/1.1\r\nHost: limits.test\r\n"
+                     b"Content-Length: 5000\r\nExpect: 100-continue\r\n\r\n")
+        answer = _read_head(sock)  # the body is never sent
+        assert status_of(answer) == 413, answer
+        assert b"Connection: close" in answer
+        rest = b""
+        while chunk := sock.recv(65536):
+            rest += chunk
+        assert b"HTTP/1.1 " not in rest  # one answer, then closed: no 100 came before it
+    assert ("POST", "/echo/expect-big") not in backend.requests
+
+
+def test_expect_continue_within_the_limit_gets_100_then_the_answer(proxy, limited, backend):
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        sock.sendall(b"POST /echo/expect-ok HTTP/1.1\r\nHost: limits.test\r\n"
+                     b"Content-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        interim = _read_head(sock)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        sock.sendall(b"hello")
+        answer = _read_head(sock)
+        assert status_of(answer) == 200, answer
+        assert b"Connection: keep-alive" in answer
+    assert ("POST", "/echo/expect-ok") in backend.requests
+
+
+def test_curl_sends_no_body_that_the_route_refuses(proxy, limited, backend, tmp_path):
+    upload = tmp_path / "upload"
+    upload.write_bytes(b"u" * 5000)
+    done = subprocess.run(
+        ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_upload}",
+         "-H", "Host: limits.test", "-H", "Expect: 100-continue", "--expect100-timeout", "30",
+         "--data-binary", f"@{upload}", f"http://127.0.0.1:{proxy.port}/echo/curl-big"],
+        capture_output=True, text=True, timeout=60, check=True)
+    status, uploaded = done.stdout.split()
+    assert (status, float(uploaded)) == ("413", 0.0)
