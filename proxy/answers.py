@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
 
 import falcon
 
@@ -16,6 +17,24 @@ TITLES = {
 }
 
 
+def title(status: int) -> str:
+    if status in TITLES:
+        return TITLES[status]
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def closing_answer(status: int, description: str) -> bytes:
+    """A whole response that ends its connection, for requests refused before the app runs
+    (gunicorn's parser found the head unreadable), in the same JSON shape as `answer`."""
+    body = json.dumps({"title": title(status), "description": description}).encode()
+    return (f"HTTP/1.1 {status} {title(status)}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nCache-Control: no-store\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1") + body
+
+
 def answer(resp: falcon.Response, ex: Exchange, status: int, description: str, *,
            reason: str = "", failed: bool = False,
            headers: dict[str, str] | None = None) -> None:
@@ -27,7 +46,7 @@ def answer(resp: falcon.Response, ex: Exchange, status: int, description: str, *
     ex.failed = ex.failed or failed
     resp.status = status
     resp.content_type = "application/json"
-    resp.data = json.dumps({"title": TITLES.get(status, "Error"), "description": description,
+    resp.data = json.dumps({"title": title(status), "description": description,
                             "trace_id": ex.trace_id}).encode()
     resp.set_header("X-Trace-Id", ex.trace_id)
     resp.set_header("Cache-Control", "no-store")

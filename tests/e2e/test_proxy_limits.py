@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
+from http import HTTPStatus
 
 import pytest
 
@@ -139,3 +141,27 @@ def test_curl_sends_no_body_that_the_route_refuses(proxy, limited, backend, tmp_
         capture_output=True, text=True, timeout=60, check=True)
     status, uploaded = done.stdout.split()
     assert (status, float(uploaded)) == ("413", 0.0)
+
+
+@pytest.mark.parametrize(("head", "status"), [
+    (b"POST /echo HTTP/1.1\r\nHost: limits.test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+     501),
+    (b"POST /echo HTTP/1.1\r\nHost: limits.test\r\nTransfer-Encoding: br, chunked\r\n\r\n",
+     501),
+    (b"GET /\x01 HTTP/1.1\r\nHost: limits.test\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: limits.test\r\nBad Name: x\r\n\r\n", 400),
+    (b"GET / HTTP/1.1\r\nHost: limits.test\r\nExpect: teapot\r\n\r\n", 417),
+    (b"GET /" + b"a" * 2000 + b" HTTP/1.1\r\nHost: limits.test\r\n\r\n", 414),
+    (b"GET / HTTP/1.1\r\nHost: limits.test\r\nX-Big: " + b"a" * 4000 + b"\r\n\r\n", 431),
+], ids=["te-gzip", "te-unknown", "control-in-target", "space-in-name", "expect-other", "long-line",
+        "long-field"])
+def test_unreadable_heads_get_their_statuss_reason_phrase_and_json(proxy, limited, head,
+                                                                    status):
+    answer = raw_exchange(proxy.port, head)
+    line, _, rest = answer.partition(b"\r\n")
+    assert line == f"HTTP/1.1 {status} {HTTPStatus(status).phrase}".encode(), answer[:300]
+    fields, _, body = rest.partition(b"\r\n\r\n")
+    fields = fields.lower()
+    assert b"connection: close" in fields and b"content-type: application/json" in fields
+    doc = json.loads(body)
+    assert doc["title"] == HTTPStatus(status).phrase and doc["description"]
