@@ -40,7 +40,7 @@ from proxy.events import Exchange, Journal
 from proxy.headers import TrustedProxies, forwarding_headers, request_headers, response_headers
 from proxy.route_cache import TableCache, route_cache
 from proxy.routing import RouteEntry, RouteTable, normalize_host, prefix_matches, strip_prefix
-from proxy.tls import TlsContexts
+from proxy.tls import SERVER_NAME, TlsContexts
 from proxy.upstream import (
     BodyTooLarge,
     ClientBodyError,
@@ -121,6 +121,10 @@ class ProxySink:
         if refused is not None:
             answer(resp, ex, *refused, reason="bad_request")
             return None
+        if self._misdirected(env, ex.host):
+            answer(resp, ex, 421, "this connection's certificate does not cover this name; "
+                   "open a connection for it (TLS server name) first", reason="misdirected")
+            return None
         path = env.get("PATH_INFO") or "/"
         found = table.match(ex.host, path)
         if found is None:
@@ -151,6 +155,13 @@ class ProxySink:
             answer(resp, ex, 413, "the request body is too large", reason="body_too_large")
             return None
         return entry, below, verdict, body
+
+    def _misdirected(self, env: dict, host: str) -> bool:
+        if self.scheme != "https" or self.certificates is None:
+            return False
+        index = self.certificates.get()
+        sock = env.get("gunicorn.socket")
+        return index is not None and index.misdirected(getattr(sock, SERVER_NAME, None), host)
 
     def _fresh_entry(self, env: dict, ex: Exchange,
                      entry: RouteEntry) -> tuple[RouteEntry, str] | None:
@@ -374,11 +385,12 @@ def create_proxy(settings: Settings, redis_client: redis.Redis,
                         read_timeout=settings.proxy_read_timeout_s,
                         idle_s=settings.proxy_pool_idle_s, max_idle=settings.proxy_pool_size,
                         down_s=settings.proxy_target_down_s, clock=clock)
-    # HTTP consults certificates to redirect to HTTPS; HTTPS to choose one per name (SNI).
+    # HTTP consults certificates to redirect to HTTPS; HTTPS to choose one per name (SNI)
+    # and to refuse requests for names the connection's certificate does not cover.
     certificates = certificate_cache(CertificateStore(redis_client))
     sink = ProxySink(
         routes=route_cache(RouteStore(redis_client)),
-        certificates=certificates if scheme == "http" else None,
+        certificates=certificates,
         upstream=Upstream(pool), auth=RouteAuth(TokenStore(redis_client), clock=clock),
         journal=journal, trusted=trusted, scheme=scheme, https_port=settings.https_port,
         client_timeout_s=settings.proxy_client_timeout_s,

@@ -39,6 +39,17 @@ class CertIndex:
     def covers(self, host: str | None) -> bool:
         return self.find(host) is not None
 
+    def misdirected(self, server_name: str | None, host: str) -> bool:
+        """True when a TLS connection whose handshake named `server_name` (SNI) carries a
+        request for `host` that its certificate does not cover (RFC 9110 15.5.20): the
+        certificate served is not the one `host` would have got, and does not name `host`.
+        Without SNI the default certificate was served; that is misdirected only for a host
+        that has a certificate of its own."""
+        served = self.find(server_name)
+        if served is None:
+            return self.find(host) is not None
+        return host not in served.domains and wildcard_of(host) not in served.domains
+
 
 def certificate_cache(store: Repository, interval_s: float = 2.0,
                       clock: Callable[[], float] = time.time) -> TableCache[CertIndex]:

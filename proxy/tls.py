@@ -33,6 +33,10 @@ from proxy.tls_files import write_private
 
 log = logging.getLogger(__name__)
 
+# The name a connection's handshake asked for (SNI), normalized, kept on its socket for the
+# app's misdirected-request check (proxy/app.py); absent when the client sent none.
+SERVER_NAME = "berth_server_name"
+
 def fingerprint(cert: Certificate) -> str:
     return hashlib.sha256(cert.cert_pem.encode()).hexdigest()
 
@@ -122,7 +126,9 @@ class TlsContexts:
 
     def _on_sni(self, connection, server_name: str | None, _base: ssl.SSLContext) -> None:
         try:
-            context = self.context_for(normalize_host(server_name) if server_name else None)
+            name = normalize_host(server_name) if server_name else None
+            setattr(connection, SERVER_NAME, name)
+            context = self.context_for(name)
             if context is not None:
                 connection.context = context
         except Exception:  # an exception here would abort the handshake with no answer

@@ -7,6 +7,7 @@ import http.client
 import json
 import socket
 import ssl
+import subprocess
 
 import pytest
 import websocket
@@ -151,3 +152,49 @@ def test_routes_asking_for_https_are_served_over_tls_without_a_redirect(tls_prox
     wait_until(lambda: served_name(tls_proxy, "always-tls.test", ca) == "CN=always-tls.test",
                what="the certificate")
     assert https(tls_proxy, "always-tls.test", ca)[0] == 200
+
+
+def status_for(proxy, server_name: str | None, host: str) -> int:
+    """The status of GET /echo for `host` on a connection whose handshake named
+    `server_name` (None: no SNI, as a client connecting by address sends)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    raw = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
+    with context.wrap_socket(raw, server_hostname=server_name) as sock:
+        sock.sendall(f"GET /echo HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+                     .encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    return int(answer.split(b" ", 2)[1])
+
+
+def test_a_name_the_connections_certificate_does_not_cover_is_421(tls_proxy, routes,
+                                                                  backend, redis_client, ca):
+    certs = CertificateStore(redis_client)
+    certs.create(ca.record("front", ("front.test",)))
+    certs.create(ca.record("hidden", ("hidden.test",)))
+    certs.create(ca.record("pair", ("pair.test", "other.pair.test")))
+    for host in ("front.test", "hidden.test", "pair.test", "other.pair.test", "plain.test"):
+        routes.add(host, [backend.url])
+    wait_until(lambda: served_name(tls_proxy, "pair.test", ca) == "CN=pair.test",
+               what="the certificates")
+    before = len(backend.requests)
+    assert status_for(tls_proxy, "front.test", "hidden.test") == 421  # domain fronting
+    assert status_for(tls_proxy, "front.test", "plain.test") == 421  # not on front's either
+    assert status_for(tls_proxy, None, "hidden.test") == 421  # the default was served
+    assert len(backend.requests) == before  # nothing reached a backend
+    assert status_for(tls_proxy, "front.test", "front.test") == 200
+    assert status_for(tls_proxy, "FRONT.test.", "front.test") == 200  # names compare normalized
+    assert status_for(tls_proxy, "pair.test", "other.pair.test") == 200  # on the same one
+    assert status_for(tls_proxy, None, "plain.test") == 200  # no certificate either way
+    assert status_for(tls_proxy, "nobody.test", "plain.test") == 200
+
+    # As a user would see it: curl connects for front.test and asks for hidden.test.
+    done = subprocess.run(
+        ["curl", "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--resolve",
+         f"front.test:{tls_proxy.port}:127.0.0.1", "-H", "Host: hidden.test",
+         f"https://front.test:{tls_proxy.port}/echo"],
+        capture_output=True, text=True, timeout=30, check=True)
+    assert done.stdout == "421"

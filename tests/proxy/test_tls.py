@@ -63,3 +63,18 @@ def test_default_certificate_is_made_once(tmp_path):
     made = path.read_text()
     assert ensure_default_certificate(tmp_path).read_text() == made
     ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(path)
+
+
+def test_misdirected_when_the_served_certificate_does_not_cover_the_host():
+    ca = LocalCA()
+    index = CertIndex([ca.record("site", ("site.test", "*.site.test")),
+                       ca.record("other", ("other.test",))])
+    assert not index.misdirected("site.test", "site.test")
+    assert not index.misdirected("site.test", "www.site.test")  # its wildcard
+    assert not index.misdirected("www.site.test", "site.test")  # same certificate
+    assert index.misdirected("site.test", "other.test")
+    assert index.misdirected("site.test", "a.b.site.test")  # a wildcard covers one label
+    assert index.misdirected("site.test", "uncertified.test")
+    assert index.misdirected(None, "other.test")  # the default was served
+    assert not index.misdirected(None, "uncertified.test")
+    assert not index.misdirected("unknown.test", "uncertified.test")
