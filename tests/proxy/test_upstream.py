@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import select
 import socket
 import ssl
 import threading
@@ -13,6 +14,7 @@ from app.models import Route
 from harness.procs import free_port
 from proxy.routing import RouteEntry
 from proxy.upstream import (
+    MAX_INTERIM,
     ConnectFailed,
     Connection,
     RequestBody,
@@ -20,6 +22,7 @@ from proxy.upstream import (
     UpstreamClosed,
     UpstreamPool,
     UpstreamProtocolError,
+    UpstreamResponse,
     read_head,
 )
 
@@ -276,3 +279,78 @@ def test_https_targets_with_pooled_connections(tmp_path):
     assert pool.connects == 1  # the TLS connection was checked and reused
     assert server.received[0].startswith(b"GET /p HTTP/1.1\r\nHost: localhost:%d\r\n"
                                          % server.port)
+
+
+def socket_pair_connection():
+    """A Connection over one end of a socket pair; the other end plays the upstream."""
+    ours, theirs = socket.socketpair()
+    target = entry("http://127.0.0.1:9").targets[0]
+    return Connection(ours, target, read_timeout=5.0), theirs
+
+
+def test_a_connection_is_reusable_only_when_nothing_follows_the_exchange():
+    conn, peer = socket_pair_connection()
+    with peer:
+        peer.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        h = read_head(conn.rfile, "GET")
+        assert conn.rfile.read(h.length) == b"ok"
+        assert conn.reusable()
+        assert conn.sock.gettimeout() == 5.0  # the read timeout is back after the peek
+        # One byte past the framing, already in our buffer with the response...
+        peer.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokX")
+        h = read_head(conn.rfile, "GET")
+        assert conn.rfile.read(h.length) == b"ok"
+        assert not conn.reusable()
+    conn.close()
+    # ... or arriving on the socket after it, or the peer's EOF: not reusable either.
+    conn, peer = socket_pair_connection()
+    with peer:
+        peer.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+        read_head(conn.rfile, "GET")
+        assert conn.reusable()
+        peer.sendall(b"H")
+        wait_readable(conn.sock)
+        assert not conn.reusable()
+    conn.close()
+    conn, peer = socket_pair_connection()
+    peer.close()
+    wait_readable(conn.sock)
+    assert not conn.reusable()
+    conn.close()
+
+
+def wait_readable(sock: socket.socket) -> None:
+    assert select.select([sock], [], [], 5)[0]
+
+
+def test_interim_responses_are_capped():
+    interim = b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+    final = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    assert head(interim * MAX_INTERIM + final).status == 200
+    with pytest.raises(UpstreamProtocolError, match="interim"):
+        head(interim * (MAX_INTERIM + 1) + final)
+
+
+@pytest.mark.parametrize("size", [b"+5", b"0x5", b"1_0", b" 5", b"-5", b"5 5", b"\xd9\xa5",
+                                  b"1" * 17, b""])
+def test_chunk_sizes_are_hex_digits_only(size):
+    conn, peer = socket_pair_connection()
+    with peer:
+        peer.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     + size + b"\r\nhello\r\n0\r\n\r\n")
+        resp = UpstreamResponse(UpstreamPool(), conn, read_head(conn.rfile, "GET"))
+        with pytest.raises(UpstreamProtocolError, match="chunk size"):
+            b"".join(resp)
+    assert conn.rfile.closed  # and the connection is not pooled
+
+
+def test_a_chunk_size_with_an_extension_and_trailers_is_read_and_pooled():
+    conn, peer = socket_pair_connection()
+    pool = UpstreamPool()
+    with peer:
+        peer.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"5;name=value\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\n")
+        resp = UpstreamResponse(pool, conn, read_head(conn.rfile, "GET"))
+        assert b"".join(resp) == b"hello"
+        assert pool.acquire(conn.target) is conn
+    conn.close()
