@@ -39,13 +39,23 @@ class Target:
     tls: bool
     base_path: str  # prefixed to every forwarded path ("" for none)
     host_header: str  # what Host says when the route does not preserve the client's
+    owner: str = ""  # of the route: pooled connections serve one owner (see pool_key)
 
     @property
     def key(self) -> tuple[str, int, bool]:
+        """The upstream's address: its health is shared by every route that targets it."""
         return (self.host, self.port, self.tls)
 
+    @property
+    def pool_key(self) -> tuple[str, str, int, bool]:
+        """Idle connections are kept per owner as well as per address: bytes a backend sends
+        after an exchange has ended, too late for the pool to see them (see proxy/
+        upstream.py), can then only reach a request of the same owner's routes, never
+        another tenant's clients."""
+        return (self.owner, self.host, self.port, self.tls)
+
     @classmethod
-    def parse(cls, url: str) -> Target:
+    def parse(cls, url: str, owner: str = "") -> Target:
         parts = urlsplit(url)
         tls = parts.scheme == "https"
         default_port = 443 if tls else 80
@@ -54,7 +64,7 @@ class Target:
         shown = f"[{host}]" if ":" in host else host
         host_header = shown if port == default_port else f"{shown}:{port}"
         return cls(url=url.rstrip("/"), host=host, port=port, tls=tls,
-                   base_path=parts.path.rstrip("/"), host_header=host_header)
+                   base_path=parts.path.rstrip("/"), host_header=host_header, owner=owner)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +86,7 @@ class RouteEntry:
     @classmethod
     def build(cls, route: Route) -> RouteEntry:
         return cls(route=route,
-                   targets=tuple(Target.parse(url) for url in route.targets),
+                   targets=tuple(Target.parse(url, route.owner) for url in route.targets),
                    request_rules=_rules(route.request_headers),
                    response_rules=_rules(route.response_headers))
 

@@ -1,10 +1,10 @@
 """The upstream side: a hand-written HTTP/1.1 client over (gevent) sockets.
 
-One `UpstreamPool` per worker keeps idle keep-alive connections per (host, port, tls), LIFO,
-and remembers which targets recently refused connections (passive health). `Upstream.send`
-picks a route's targets round-robin, skipping those marked down, writes the request head and
-streams the client's body, then reads the response head; the body is read by iterating the
-returned `UpstreamResponse`, so nothing is ever buffered whole.
+One `UpstreamPool` per worker keeps idle keep-alive connections per route owner and
+(host, port, tls), LIFO, and remembers which targets recently refused connections (passive
+health). `Upstream.send` picks a route's targets round-robin, skipping those marked down,
+writes the request head and streams the client's body, then reads the response head; the body
+is read by iterating the returned `UpstreamResponse`, so nothing is ever buffered whole.
 
 Reuse: a connection goes back to the pool only when the exchange ended exactly at its framing
 and nothing more is buffered or readable (`Connection.reusable`, asked by
@@ -12,6 +12,10 @@ and nothing more is buffered or readable (`Connection.reusable`, asked by
 the body, a response head that announces a body the method or status forbids (a broken server
 sends that body, maybe a moment later), a response that arrived while the request was still
 being sent, a body not read to its end. So no byte of one exchange can reach another client.
+What no pool can see are bytes a backend sends after an exchange that ended cleanly, once the
+connection is idle or already carries the next request: HTTP/1.1 cannot tell them from the
+answer to that request (nginx and HAProxy cannot either). Pools are kept per owner so that
+such a backend only ever answers requests of the owner whose routes target it.
 
 Retries: a target that fails to connect is marked down; the request moves to the next target
 only when the method is idempotent (nothing was sent). A pooled connection that turns out to
@@ -260,7 +264,7 @@ class UpstreamPool:
 
     def acquire(self, target: Target) -> Connection:
         """An idle pooled connection to `target` that is still open, or a new one."""
-        idle = self._idle.get(target.key)
+        idle = self._idle.get(target.pool_key)
         now = self.clock()
         while idle:
             conn = idle.pop()
@@ -294,7 +298,7 @@ class UpstreamPool:
 
     def release(self, conn: Connection) -> None:
         """Back into the pool for the next request to the same upstream."""
-        idle = self._idle.setdefault(conn.target.key, deque())
+        idle = self._idle.setdefault(conn.target.pool_key, deque())
         now = self.clock()
         while idle and now - idle[0].idle_since > self.idle_s:  # drop the stale, oldest first
             idle.popleft().close()

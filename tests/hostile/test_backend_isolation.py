@@ -14,6 +14,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -161,6 +162,52 @@ def test_a_real_server_sending_a_body_on_head(proxy, redis_client, pywsgi_backen
         status, _headers, body = request(proxy.port, "HEAD", "/page", "pywsgi.test")
         assert (status, body) == (200, b"")
         problems += own_answers(proxy, host="pywsgi.test")
+    assert problems == []
+
+
+def read_responses(rfile, count: int) -> list[tuple[int, str | None, bytes]]:
+    """`count` Content-Length framed responses read one after another off `rfile`."""
+    answers = []
+    for _ in range(count):
+        status = int(rfile.readline().split(b" ", 2)[1])
+        fields = {}
+        while (line := rfile.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode("latin-1").partition(":")
+            fields[name.strip().lower()] = value.strip()
+        answers.append((status, fields.get("x-nonce"),
+                        rfile.read(int(fields.get("content-length", "0")))))
+    return answers
+
+
+def test_pipelined_clients_get_their_answers_in_order_while_a_backend_misbehaves(
+        proxy, hostile, hostile_routes):
+    """Clients that pipeline: eight requests in one write, each with its own nonce, while
+    another client keeps the hostile cases coming on the same backend."""
+    stop = threading.Event()
+
+    def misbehave():
+        while not stop.is_set():
+            for case, (method, _writes) in sorted(CASES.items()):
+                request(proxy.port, method, f"/evil/{case}", "evil.test")
+
+    attacker = threading.Thread(target=misbehave, daemon=True)
+    attacker.start()
+    problems = []
+    try:
+        for _ in range(10):
+            nonces = [uuid.uuid4().hex for _ in range(8)]
+            with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+                sock.sendall(b"".join(b"GET /own/%s HTTP/1.1\r\nHost: victim.test\r\n\r\n"
+                                      % n.encode() for n in nonces))
+                answers = read_responses(sock.makefile("rb"), len(nonces))
+            for nonce, got in zip(nonces, answers, strict=True):
+                totals["victims"] += 1
+                if got != (200, nonce, nonce.encode()):
+                    totals["wrong"] += 1
+                    problems.append(f"{got[0]} {got[1]} {got[2][:40]!r}")
+    finally:
+        stop.set()
+        attacker.join(30)
     assert problems == []
 
 

@@ -354,3 +354,23 @@ def test_a_chunk_size_with_an_extension_and_trailers_is_read_and_pooled():
         assert b"".join(resp) == b"hello"
         assert pool.acquire(conn.target) is conn
     conn.close()
+
+
+def test_pooled_connections_serve_one_owner():
+    closed_port = free_port()
+
+    def route_entry(owner):
+        return RouteEntry.build(Route(id="rt_" + owner, host=f"{owner}.test",
+                                      targets=[f"http://127.0.0.1:{closed_port}"], owner=owner))
+    pool = UpstreamPool()
+    conn, peer = socket_pair_connection()
+    alices = route_entry("alice").targets[0]
+    conn.target = alices
+    with peer:
+        pool.release(conn)
+        bobs = route_entry("bob").targets[0]
+        assert bobs.key == alices.key  # the same backend, its health shared
+        with pytest.raises(ConnectFailed):  # refused: no pooled one was handed out
+            pool.acquire(bobs)
+        assert pool.acquire(alices) is conn
+    conn.close()
