@@ -133,3 +133,23 @@ def test_the_management_api_trusts_no_forwarding_header(api, secrets):
     assert {t["owner"] for t in mine.json["items"]} == {"alice"}
     assert api.get("/api/v1/orchestrator/alerts", secrets["alice"],
                    headers=claims).status_code == 403
+
+
+def test_naming_the_proxys_own_headers_in_connection_does_not_remove_them(proxy, guarded,
+                                                                          secrets):
+    """A client may name headers in Connection to have them dropped at the next hop; the
+    headers the proxy adds itself are not the client's to drop (a backend relying on
+    X-Berth-User or X-Forwarded-For would otherwise see a request without them)."""
+    nominated = ("X-Berth-User, X-Forwarded-For, X-Real-IP, Forwarded, X-Forwarded-Proto, "
+                 "X-Forwarded-Host, Traceparent, X-Trace-Id, Host")
+    trace = new_trace_id()
+    status, _h, body = request(proxy.port, "GET", "/echo/nominated", "users.test",
+                               headers={"Connection": nominated, "X-Trace-Id": trace,
+                                        "Authorization": f"Bearer {secrets['alice']}"})
+    assert status == 200
+    sent = {n.lower(): v for n, v in headers_sent(body)}
+    assert sent["x-berth-user"] == "alice"
+    assert sent["x-forwarded-for"] == "127.0.0.1" and sent["x-real-ip"] == "127.0.0.1"
+    assert sent["forwarded"].startswith("for=127.0.0.1")
+    assert sent["x-trace-id"] == trace and trace in sent["traceparent"]
+    assert "host" in sent
