@@ -34,6 +34,7 @@ HOST_PATTERN = rf"^(?!(?:.*\.)?[0-9]+\.?$){_LABEL}(?:\.{_LABEL})*\.?$"
 WILDCARD_HOST_PATTERN = rf"^(?:\*\.)?{HOST_PATTERN[1:]}"
 HOST_MAX_LENGTH = 253
 ROUTE_MAX_BODY_BYTES = 1 << 40
+URL_RE = re.compile(r"^[!-~]+$")
 TEXT_PATTERN = r"^[^\x00-\x1f]*$"  # check_text: no control characters
 _TEXT_RE = re.compile(TEXT_PATTERN)
 
@@ -85,6 +86,10 @@ def check_hostname(value: Any, name: str = "host", *, wildcard: bool = False) ->
 def check_url(value: Any, name: str = "url", schemes: tuple[str, ...] = ("http", "https")) -> str:
     if not isinstance(value, str) or len(value) > 2048:
         raise ValidationError(f"{name} must be a URL", field=name)
+    # A URI (RFC 3986) is printable ASCII; urlsplit would take a control character as a host.
+    if not URL_RE.fullmatch(value):
+        raise ValidationError(f"{name} must be a URL of printable ASCII characters, without "
+                              "spaces (percent-encode the rest)", field=name)
     try:
         parts = urlsplit(value)
         port = parts.port

@@ -178,3 +178,16 @@ def test_every_operation_documents_the_http_servers_own_refusals():
         for method in HTTP_METHODS:
             if method in item:
                 assert {"414", "431"} <= set(item[method]["responses"]), f"{method} {path}"
+
+
+def test_a_url_with_controls_or_non_ascii_is_refused_as_its_uri_format_says(api):
+    # urlsplit("https://\x84") has the host "\x84": it used to be taken as a directory.
+    for directory in ("https://\x84", "https://ca.example.test/a b", "https://bücher.example/"):
+        refused = api.post("/api/v1/certificates", api.admin,
+                           json={"name": "c", "domains": ["c.example.test"],
+                                 "directory": directory})
+        assert refused.status_code == 400 and refused.json["field"] == "directory", directory
+        assert "printable ASCII" in refused.json["description"]
+    target = api.post("/api/v1/routes", api.admin, json={**ROUTE, "targets": ["http://\x85/"]})
+    assert target.status_code == 400 and target.json["field"] == "targets"
+    assert schema.errors(DOC, component("RouteCreate"), {**ROUTE, "targets": ["ftp://a.test"]})
