@@ -28,8 +28,11 @@ RENEW_CERTIFICATE = Job("renew_certificate", "certificates")
 REVOKE_CERTIFICATE = Job("revoke_certificate", "certificates")
 DELETE_CERTIFICATE = Job("delete_certificate", "certificates")
 CONVERT_CERTIFICATE_TO_PRODUCTION = Job("convert_certificate_to_production", "certificates")
+# Dramatiq's on_retry_exhausted callback of revoke (retried while the CA is unreachable): it
+# records the final failure.
+REVOCATION_EXHAUSTED = Job("revocation_exhausted", "certificates")
 CERTIFICATE_JOBS = (ISSUE_CERTIFICATE, RENEW_CERTIFICATE, REVOKE_CERTIFICATE,
-                    DELETE_CERTIFICATE, CONVERT_CERTIFICATE_TO_PRODUCTION)
+                    DELETE_CERTIFICATE, CONVERT_CERTIFICATE_TO_PRODUCTION, REVOCATION_EXHAUSTED)
 
 # Service commands (workers/services.py); kwargs: service (its name). The API writes the
 # desired state to the record first; each actor converges the engine to it, idempotently.

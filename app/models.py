@@ -25,6 +25,18 @@ from app.errors import ValidationError
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 HEADER_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,100}$")
 HEADER_VALUE_RE = re.compile(r"^[\t\x20-\x7e\x80-\xff]{0,4096}$")
+# A hostname in its ASCII form: dot-separated labels of letters, digits and inner hyphens,
+# the last not all digits (that would be an IP address), "--" in 3rd and 4th place only for
+# an IDNA "xn--" label, one optional trailing dot. check_hostname takes Unicode names too
+# (IDNA), which no pattern can describe; the OpenAPI document gives this one.
+_LABEL = r"(?!(?![xX][nN])[A-Za-z0-9]{2}--)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+HOST_PATTERN = rf"^(?!(?:.*\.)?[0-9]+\.?$){_LABEL}(?:\.{_LABEL})*\.?$"
+WILDCARD_HOST_PATTERN = rf"^(?:\*\.)?{HOST_PATTERN[1:]}"
+HOST_MAX_LENGTH = 253
+ROUTE_MAX_BODY_BYTES = 1 << 40
+URL_RE = re.compile(r"^[!-~]+$")
+TEXT_PATTERN = r"^[^\x00-\x1f]*$"  # check_text: no control characters
+_TEXT_RE = re.compile(TEXT_PATTERN)
 
 
 def now_s() -> float:
@@ -44,12 +56,21 @@ def check_name(value: Any, name: str = "name") -> str:
 
 def check_hostname(value: Any, name: str = "host", *, wildcard: bool = False) -> str:
     """An IDNA-normalised lower-case hostname; `*.` prefix allowed when `wildcard`."""
-    if not isinstance(value, str) or not value or len(value) > 253:
-        raise ValidationError(f"{name} must be a hostname", field=name)
-    host = value.strip().rstrip(".").lower()
+    if not isinstance(value, str) or not value:
+        raise ValidationError(f"{name} must be a hostname such as app.example.com", field=name)
+    if len(value) > HOST_MAX_LENGTH:
+        raise ValidationError(f"{name} must be at most {HOST_MAX_LENGTH} characters",
+                              field=name)
+    host = value[:-1] if value.endswith(".") else value  # one trailing dot: the DNS root
     prefix = ""
     if wildcard and host.startswith("*."):
         prefix, host = "*.", host[2:]
+    # Spaces, controls and punctuation would reach IDNA's codepoint errors, or pass its
+    # mapping; a DNS name never has them (a Unicode letter is IDNA's to judge).
+    if any(c.isascii() and not (c.isalnum() or c in "-.") for c in host):
+        raise ValidationError(
+            f"{name} must be a DNS name: letters, digits, hyphens and dots"
+            + (", optionally after '*.'" if wildcard else ""), field=name)
     try:
         ascii_host = idna.encode(host, uts46=True).decode("ascii")
     except idna.IDNAError as ex:
@@ -65,6 +86,10 @@ def check_hostname(value: Any, name: str = "host", *, wildcard: bool = False) ->
 def check_url(value: Any, name: str = "url", schemes: tuple[str, ...] = ("http", "https")) -> str:
     if not isinstance(value, str) or len(value) > 2048:
         raise ValidationError(f"{name} must be a URL", field=name)
+    # A URI (RFC 3986) is printable ASCII; urlsplit would take a control character as a host.
+    if not URL_RE.fullmatch(value):
+        raise ValidationError(f"{name} must be a URL of printable ASCII characters, without "
+                              "spaces (percent-encode the rest)", field=name)
     try:
         parts = urlsplit(value)
         port = parts.port
@@ -98,15 +123,20 @@ def check_bool(value: Any, name: str) -> bool:
 
 
 def check_int(value: Any, name: str, low: int, high: int) -> int:
+    # JSON Schema counts a number without a fractional part as an integer: 8080.0 is 8080.
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ValidationError(f"{name} must be an integer from {low} to {high}", field=name)
     return value
 
 
 def check_text(value: Any, name: str, max_len: int = 200) -> str:
-    if not isinstance(value, str) or len(value) > max_len or any(ord(c) < 0x20 for c in value):
+    if not isinstance(value, str) or len(value) > max_len:
         raise ValidationError(f"{name} must be text of at most {max_len} characters",
                               field=name)
+    if not _TEXT_RE.fullmatch(value):
+        raise ValidationError(f"{name} must not contain control characters", field=name)
     return value
 
 
@@ -221,7 +251,7 @@ class Route(_Model):
                                                  ("auto", "always", "never"))
         if "max_body_bytes" in payload:
             out["max_body_bytes"] = check_int(payload["max_body_bytes"], "max_body_bytes", 0,
-                                              1 << 40)
+                                              ROUTE_MAX_BODY_BYTES)
         if "auth" in payload:
             out["auth"] = check_route_auth(payload["auth"])
         return out

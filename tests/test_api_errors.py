@@ -3,6 +3,7 @@ document with missing/invalid tokens, unknown and bad query parameters, bad JSON
 unknown fields, bad ids and wrong methods. Never a 5xx, never a traceback."""
 
 import json
+import re
 
 import pytest
 
@@ -52,8 +53,9 @@ def bad_query_values(param: dict) -> list[str]:
         values += ["abc", "1.5", str(spec.get("minimum", 0) - 1)]
         if "maximum" in spec:
             values.append(str(spec["maximum"] + 1))
-    if "pattern" in spec:
-        values.append("<no match!>")
+    if "pattern" in spec:  # a value the pattern refuses (a text pattern refuses controls)
+        values.append(next(v for v in ("<no match!>", "no\x01match")
+                           if not re.search(spec["pattern"], v)))
     if "maxLength" in spec:
         values.append("a" * (spec["maxLength"] + 1))
     return values

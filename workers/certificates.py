@@ -18,8 +18,12 @@ redelivered (a worker SIGKILLed half-way, a retry, a duplicate from the schedule
 
 Lifecycle events (domain "certificate", subject the certificate's name, on the trace id of the
 message): generation_started, ready, generation_failed (first certificate);
-renewal_started, renewed, renewal_failed (replacing a serving one); rate_limited; revoked;
-deleted.
+renewal_started, renewed, renewal_failed (replacing a serving one); rate_limited; revoked,
+revocation_failed (the CA stayed unreachable through every retry); deleted.
+
+An unreachable CA during revocation backs off like a failed order (`backoff_s`, recorded on
+the certificate, one log line) and the revoke message is retried by Dramatiq after that delay;
+when its retries are exhausted, `revocation_failed` is published.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from app.jobs import (
     DELETE_CERTIFICATE,
     ISSUE_CERTIFICATE,
     RENEW_CERTIFICATE,
+    REVOCATION_EXHAUSTED,
     REVOKE_CERTIFICATE,
 )
 from app.locks import KeptLock, LockBusy
@@ -50,6 +55,7 @@ from app.settings import Settings
 from app.stores.base import Extra
 from app.stores.certificates import CertificateStore
 from app.stores.challenges import ChallengeStore
+from app.tracing import trace_context
 from workers.acme_client import (
     AcmeAccounts,
     AcmeClient,
@@ -159,17 +165,33 @@ class CertificateService:
             if cert is None or cert.status == "revoked":
                 return
             if cert.cert_pem:
-                acme = self._client(cert.issuer_directory or cert.directory)
                 try:
+                    acme = self._client(cert.issuer_directory or cert.directory)
                     acme.revoke(cert.cert_pem, reason)
-                except AcmeError as ex:  # refused: say so, retrying will not help
+                except (AcmeError, Unavailable) as ex:
+                    if _unreachable(ex):
+                        self._revocation_deferred(cert, ex)  # raises Retry
+                    # refused: say so, retrying will not help
                     self._save(cert.id, last_error=ex.description, last_error_at=self.clock())
                     log.warning("revocation of %s refused: %s", cert.id, ex.description)
                     return
             self._save(cert.id, status="revoked", revoked_at=self.clock(), key_pem="",
-                       renew_after=0.0, **_NO_ORDER,
+                       renew_after=0.0, failures=0, backoff_until=0.0, backoff_reason="",
+                       **_NO_ORDER,
                        extra=self._emit_on_commit(
                            "revoked", lambda c: {"reason": reason, "serial": c.serial}))
+
+    def revocation_exhausted(self, certificate_id: str, retries: int) -> None:
+        """The revoke message ran out of retries: record it with `revocation_failed`."""
+        with self._locked(certificate_id):
+            cert = self.store.find(certificate_id)
+            if cert is None or cert.status == "revoked":
+                return
+            self._save(cert.id, extra=self._emit_on_commit("revocation_failed", lambda c: {
+                "error": c.last_error, "reason": c.backoff_reason or "unavailable",
+                "failures": c.failures, "retries": retries, "backoff_until": c.backoff_until}))
+            log.error("revocation of %s abandoned after %d retries: %s", cert.id, retries,
+                      cert.last_error)
 
     def delete(self, certificate_id: str) -> None:
         with self._locked(certificate_id):
@@ -282,7 +304,7 @@ class CertificateService:
         now = self.clock()
         failures = cert.failures + 1
         until = now + backoff_s(self.settings, failures)
-        unreachable = isinstance(ex, Unavailable) or getattr(ex, "code", "") == "timeout"
+        unreachable = _unreachable(ex)
         reason = ("unavailable" if unreachable else
                   "validation" if isinstance(ex, ChallengeFailed) else "error")
         # An unreachable CA may still complete the order later: keep it to resume then.
@@ -298,6 +320,20 @@ class CertificateService:
                            "backoff_until": until}))
         log.warning("certificate %s: %s (attempt %d; next not before %s)", cert.id,
                     ex.description, failures, time.strftime("%FT%TZ", time.gmtime(until)))
+
+    def _revocation_deferred(self, cert: Certificate, ex: AcmeError | Unavailable) -> None:
+        """The CA cannot be reached: back off as a failed order does, and have Dramatiq
+        retry the message after that long (dramatiq.Retry: no traceback in the log)."""
+        now = self.clock()
+        failures = cert.failures + 1
+        delay_s = backoff_s(self.settings, failures)
+        until = now + delay_s
+        self._save(cert.id, failures=failures, backoff_until=until,
+                   backoff_reason="unavailable", last_error=ex.description, last_error_at=now)
+        log.warning("revocation of %s: %s (attempt %d; retrying at %s)", cert.id,
+                    ex.description, failures, time.strftime("%FT%TZ", time.gmtime(until)))
+        raise dramatiq.Retry(f"the CA is unreachable; revocation of {cert.id} retried later",
+                             delay=int(delay_s * 1000))
 
     def _refresh_renewal_info(self, cert: Certificate) -> Certificate:
         """Ask the CA's renewal information again when it is time to (ARI directories)."""
@@ -365,6 +401,11 @@ class CertificateService:
 _NO_ORDER = {"order_url": "", "order_key_pem": "", "order_purpose": "", "order_directory": ""}
 
 
+def _unreachable(ex: AcmeError | Unavailable) -> bool:
+    """The CA could not be reached or did not answer in time (retrying may help)."""
+    return isinstance(ex, Unavailable) or getattr(ex, "code", "") == "timeout"
+
+
 def _names_of(cert: Certificate) -> tuple[str, ...]:
     """The names in the stored certificate itself (its SANs)."""
     return describe(cert.cert_pem).domains
@@ -383,12 +424,21 @@ class _Held(KeptLock):
 def register(broker: dramatiq.Broker, deps: WorkerDeps) -> CertificateService:
     service = CertificateService.create(deps)
 
-    def actor(job, fn):
-        dramatiq.actor(fn, broker=broker, actor_name=job.actor_name, queue_name=job.queue_name)
+    def actor(job, fn, **options):
+        dramatiq.actor(fn, broker=broker, actor_name=job.actor_name, queue_name=job.queue_name,
+                       **options)
+
+    def revocation_exhausted(message: dict, retries: dict) -> None:
+        # A message of its own: on the trace of the revoke command.
+        with trace_context((message.get("options") or {}).get("trace_id")):
+            service.revocation_exhausted((message.get("kwargs") or {}).get("certificate", ""),
+                                         retries.get("retries", 0))
 
     actor(ISSUE_CERTIFICATE, lambda certificate: service.issue(certificate))
     actor(RENEW_CERTIFICATE, lambda certificate: service.renew(certificate))
-    actor(REVOKE_CERTIFICATE, lambda certificate, reason=0: service.revoke(certificate, reason))
+    actor(REVOKE_CERTIFICATE, lambda certificate, reason=0: service.revoke(certificate, reason),
+          on_retry_exhausted=REVOCATION_EXHAUSTED.actor_name)
+    actor(REVOCATION_EXHAUSTED, revocation_exhausted, max_retries=3)
     actor(DELETE_CERTIFICATE, lambda certificate: service.delete(certificate))
     actor(CONVERT_CERTIFICATE_TO_PRODUCTION,
           lambda certificate: service.convert_to_production(certificate))

@@ -98,9 +98,10 @@ def read_filters(req: falcon.Request, params: dict[str, str]) -> tuple[tuple[str
     domain = choice_param(params, "stream", DOMAINS)
     trace_id = params.get("trace_id")
     if trace_id is not None:
-        trace_id = trace_id.strip().lower()
-        if not valid_trace_id(trace_id):
-            raise ValidationError("trace_id must be 32 hexadecimal characters", field="trace_id")
+        trace_id = trace_id.lower()
+        if not valid_trace_id(trace_id):  # W3C: all zeros is not a trace id
+            raise ValidationError("trace_id must be 32 hexadecimal characters, not all zero",
+                                  field="trace_id")
     filters = Filters(type=text_param(params, "type", 100),
                       subject=text_param(params, "subject", 200),
                       trace_id=trace_id, owner=visible_owner(req))

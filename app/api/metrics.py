@@ -25,14 +25,14 @@ from app.api.auth import caller, require_admin, visible_owner
 from app.api.errors import translate_redis_errors
 from app.api.params import (
     choice_param,
+    host_param,
     int_param,
     json_body,
     no_fields,
     query,
     record_id,
-    text_param,
 )
-from app.metrics.aggregate import ROUTER, SERVICE
+from app.metrics.aggregate import ROUTER, SERVICE, UNMATCHED
 from app.metrics.query import WINDOW_CHOICES, MetricsQuery
 from app.settings import Settings
 from app.stores.routes import RouteStore
@@ -74,7 +74,7 @@ class MetricsResource:
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         params = query(req, ("window", "host"))
         window = choice_param(params, "window", WINDOW_CHOICES) or "5m"
-        host = text_param(params, "host", 253)
+        host = host_param(params, "host", also=(UNMATCHED,))
         with translate_redis_errors():
             since = self.query.since_ms(window)
             routers = self.query.names(ROUTER, since)
@@ -100,7 +100,7 @@ class MetricsSeriesResource:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         params = query(req, ("host", "minutes"))
-        host = text_param(params, "host", 253)
+        host = host_param(params, "host", also=(UNMATCHED,))
         minutes = int_param(params, "minutes", 1, 60, 30)
         with translate_redis_errors():
             routers = self.query.names(ROUTER, self.query.since_ms("1h"))

@@ -16,14 +16,21 @@ from app.api.dashboard import FILES, OVERVIEW_WINDOWS
 from app.api.metrics import ALERT_STATES
 from app.api.params import ID_PATTERN, STREAM_ID_PATTERN, query
 from app.api.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
+from app.api.routes import MAX_VERSION
 from app.certificates import REVOCATION_REASONS
 from app.choices import KEY_TYPES, RESTART_POLICIES, SCOPES
+from app.metrics.aggregate import UNMATCHED
 from app.metrics.query import QUANTILES, WINDOW_CHOICES
 from app.models import (
     ENV_NAME_RE,
+    HOST_MAX_LENGTH,
+    HOST_PATTERN,
     IMAGE_RE,
     LABEL_KEY_RE,
     NAME_RE,
+    ROUTE_MAX_BODY_BYTES,
+    TEXT_PATTERN,
+    WILDCARD_HOST_PATTERN,
     Certificate,
     Service,
 )
@@ -40,7 +47,10 @@ _ERROR_RESPONSES = {
     "405": ("MethodNotAllowed", "The path exists but not with this method; see `Allow`."),
     "409": ("Conflict", "The resource already exists or changed meanwhile."),
     "413": ("ContentTooLarge", "The body is larger than 64 KiB."),
+    "414": ("UriTooLong", "The request line (method, path and query) is longer than the "
+                          "server reads (4 KiB)."),
     "415": ("UnsupportedMediaType", "The body is not sent as application/json."),
+    "431": ("HeadersTooLarge", "The request's headers are too many or too large."),
     "500": ("InternalError", "An unexpected error; details are in the server log under the "
                              "response's X-Trace-Id."),
     "503": ("Unavailable", "Redis (or another backing service, such as the container engine "
@@ -61,7 +71,9 @@ def _errors(*codes: str) -> dict:
             for code in codes}
 
 
-_COMMON = ("400", "405", "500", "503")
+# 414 and 431 come from the HTTP server before any route is chosen, so every operation has them.
+_COMMON = ("400", "405", "414", "431", "500", "503")
+_PUBLIC = ("400", "405", "414", "431", "500")
 _AUTHED = ("401", *_COMMON)
 
 
@@ -71,20 +83,29 @@ def _query(name: str, schema: dict, description: str) -> dict:
             "allowEmptyValue": True, "description": description}
 
 
+# Integers in requests stay within 2**53, the range a JSON number holds exactly.
+assert MAX_VERSION <= 2**53 and ROUTE_MAX_BODY_BYTES <= 2**53
+
+_TEXT = {"type": "string", "pattern": TEXT_PATTERN}  # app.models.check_text
+_HOST = {"type": "string", "minLength": 1, "maxLength": HOST_MAX_LENGTH, "pattern": HOST_PATTERN,
+         "description": "A DNS name (a Unicode name is taken too, and stored IDNA-encoded)."}
+_VERSION = {"type": "integer", "minimum": 1, "maximum": MAX_VERSION}
+
 _FILTER_PARAMS = [
     _query("stream", {"type": "string", "enum": list(ev.DOMAINS)},
            "Only this domain's stream. Default: every domain except `dead`."),
-    _query("type", {"type": "string", "maxLength": 100}, "Only events of this type."),
-    _query("subject", {"type": "string", "maxLength": 200}, "Only events about this subject."),
-    _query("trace_id", {"type": "string", "pattern": "^[0-9a-fA-F]{32}$"},
+    _query("type", {**_TEXT, "maxLength": 100}, "Only events of this type."),
+    _query("subject", {**_TEXT, "maxLength": 200}, "Only events about this subject."),
+    # W3C Trace Context: 32 hex digits, not all zero.
+    _query("trace_id", {"type": "string", "pattern": "^(?!0{32}$)[0-9a-fA-F]{32}$"},
            "Only events of this trace."),
 ]
 
 _ROUTE_FIELDS = {
-    "host": {"type": "string", "maxLength": 253,
+    "host": {**_HOST, "pattern": WILDCARD_HOST_PATTERN,
              "description": "Exact hostname or `*.domain` (IDNA-normalised)."},
     "targets": {"type": "array", "minItems": 1, "maxItems": 32,
-                "items": {"type": "string", "format": "uri"}},
+                "items": {"type": "string", "format": "uri", "pattern": "^https?://"}},
     "path_prefix": {"type": "string", "pattern": "^/", "default": "/"},
     "strip_prefix": {"type": "boolean"},
     "preserve_host": {"type": "boolean"},
@@ -96,7 +117,8 @@ _ROUTE_FIELDS = {
     "hsts": {"type": "boolean"},
     "auth": {"type": "object", "required": ["type"],
              "properties": {"type": {"type": "string", "enum": ["none", "token", "basic"]}}},
-    "max_body_bytes": {"type": "integer", "minimum": 0},
+    "max_body_bytes": {"type": "integer", "minimum": 0, "maximum": ROUTE_MAX_BODY_BYTES,
+                       "description": "0: no limit."},
     "auto_certificate": {"type": "boolean",
                          "description": "Get the host a certificate: one of the owner's that "
                                         "covers it, else a new one (`auto-<host>`) whose "
@@ -117,7 +139,7 @@ _SCHEMAS = {
     "RouteCreate": {"type": "object", "additionalProperties": False,
                     "required": ["host", "targets"], "properties": _ROUTE_FIELDS},
     "RoutePatch": {"type": "object", "additionalProperties": False, "required": ["version"],
-                   "properties": {"version": {"type": "integer", "minimum": 1},
+                   "properties": {"version": _VERSION,
                                   **_ROUTE_FIELDS}},
     "Error": {
         "type": "object",
@@ -286,7 +308,7 @@ def _paths() -> dict:
             "responses": {
                 "200": {"description": "Up, Redis reachable", "content": _json(_ref("Health"))},
                 "503": {"description": "Redis unreachable", "content": _json(_ref("Health"))},
-                **_errors("400", "405", "500"),
+                **_errors(*_PUBLIC),
             },
         }},
         "/openapi.json": {"get": {
@@ -295,7 +317,7 @@ def _paths() -> dict:
             "security": [],
             "responses": {"200": {"description": "OpenAPI 3.1 document",
                                   "content": _json({"type": "object"})},
-                          **_errors("400", "405", "500")},
+                          **_errors(*_PUBLIC)},
         }},
         "/api/v1/tokens": {
             "get": {
@@ -361,7 +383,7 @@ def _paths() -> dict:
             "delete": {
                 "operationId": "deleteRoute",
                 "summary": "Delete a route",
-                "parameters": [_query("version", {"type": "integer", "minimum": 1},
+                "parameters": [_query("version", _VERSION,
                                       "Refuse (409) unless this is the current version.")],
                 "responses": {"204": {"description": "Deleted"},
                               **_errors(*_AUTHED, "404", "409")},
@@ -445,7 +467,7 @@ _EPOCH_OR_NULL = {"type": ["number", "null"], "description": "Unix time, seconds
 
 _CERTIFICATE_FIELDS = {
     "domains": {"type": "array", "minItems": 1, "maxItems": Certificate.MAX_DOMAINS,
-                "items": {"type": "string", "maxLength": 253},
+                "items": _HOST,
                 "description": "Exact hostnames (IDNA-normalised); no wildcards, which "
                                "HTTP-01 cannot validate."},
     "directory": {"anyOf": [{"type": "string", "enum": list(Certificate.DIRECTORIES)},
@@ -460,20 +482,20 @@ _SERVICE_FIELDS = {
     "image": {"type": "string", "maxLength": 255, "pattern": IMAGE_RE.pattern},
     "port": {"type": "integer", "minimum": 1, "maximum": 65535,
              "description": "The port the container listens on."},
-    "hostname": {"type": "string", "maxLength": 253,
-                 "description": "Default: `<name>.` + BASE_DOMAIN."},
+    "hostname": {**_HOST, "description": "Default: `<name>.` + BASE_DOMAIN."},
     "command": {"type": "array", "maxItems": 100, "items": {"type": "string", "maxLength": 4096}},
     "env": {"type": "object", "maxProperties": 200,
             "propertyNames": {"pattern": ENV_NAME_RE.pattern},
             "additionalProperties": {"type": "string", "maxLength": 32768}},
     "replicas": {"type": "integer", "minimum": 1, "maximum": Service.MAX_REPLICAS},
     "memory_mb": {"type": "integer", "minimum": 0, "maximum": 1 << 20,
+                  "not": {"minimum": 1, "maximum": 5},
                   "description": "0: no limit; else at least 6."},
     "cpus": {"type": "number", "minimum": 0, "maximum": 1024, "description": "0: no limit."},
     "restart": {"type": "string", "enum": list(RESTART_POLICIES)},
     "labels": {"type": "object", "maxProperties": 50,
                "propertyNames": {"pattern": LABEL_KEY_RE.pattern},
-               "additionalProperties": {"type": "string", "maxLength": 1024},
+               "additionalProperties": {**_TEXT, "maxLength": 1024},
                "description": "The `berth.` prefix is berth's own."},
     "health": {"type": "object", "additionalProperties": False,
                "properties": {"path": {"type": "string", "pattern": "^/", "maxLength": 1024,
@@ -877,7 +899,10 @@ def _observability_paths() -> dict:
                                "default": "5m"},
                     "Rolling window (its whole minutes before the current one, and the "
                     "current one so far), or `total` since the start.")
-    host = _query("host", {"type": "string", "maxLength": 253}, "Only this router (host).")
+    host = _query("host", {"anyOf": [{**_HOST, "pattern": WILDCARD_HOST_PATTERN},
+                                     {"type": "string", "enum": [UNMATCHED]}]},
+                  f"Only this router: a route's host (or `*.domain`), or `{UNMATCHED}` for "
+                  "requests no route matched.")
     base = "/api/v1/orchestrator"
     return {
         f"{base}/metrics": {"get": _get(
@@ -938,7 +963,7 @@ def _observability_paths() -> dict:
             "responses": {"200": {"description": "The page",
                                   "content": {FILES["index.html"]: {
                                       "schema": {"type": "string"}}}},
-                          **_errors("400", "405", "500")}}},
+                          **_errors(*_PUBLIC)}}},
         "/dashboard/{name}": {
             "parameters": [{"name": "name", "in": "path", "required": True,
                             "schema": {"type": "string", "enum": list(FILES)}}],
@@ -949,7 +974,7 @@ def _observability_paths() -> dict:
                                           "content": {media: {"schema": {"type": "string"}}
                                                       for media in dict.fromkeys(
                                                           FILES.values())}},
-                                  **_errors("400", "404", "405", "500")}}},
+                                  **_errors(*_PUBLIC, "404")}}},
     }
 
 

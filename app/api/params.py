@@ -13,7 +13,7 @@ from typing import Any
 import falcon
 
 from app.errors import ValidationError
-from app.models import check_int, check_text
+from app.models import check_hostname, check_int, check_text
 
 MAX_BODY_BYTES = 64 * 1024
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$"
@@ -88,7 +88,8 @@ def int_param(params: dict[str, str], name: str, low: int, high: int, default: i
     raw = params.get(name)
     if raw is None:
         return default
-    if not re.fullmatch(r"[0-9]{1,9}", raw):
+    # Up to 20 digits, so a value past the bound (2**53 has 16) gets the range in the message.
+    if not re.fullmatch(r"[0-9]{1,20}", raw):
         raise ValidationError(f"{name} must be an integer from {low} to {high}", field=name)
     return check_int(int(raw), name, low, high)
 
@@ -96,6 +97,16 @@ def int_param(params: dict[str, str], name: str, low: int, high: int, default: i
 def text_param(params: dict[str, str], name: str, max_len: int = 200) -> str | None:
     raw = params.get(name)
     return None if raw is None else check_text(raw, name, max_len)
+
+
+def host_param(params: dict[str, str], name: str = "host",
+               also: tuple[str, ...] = ()) -> str | None:
+    """A hostname (or `*.domain`) filter, normalised as routes store it; `also`: other
+    accepted values, taken as they are."""
+    raw = params.get(name)
+    if raw is None or raw in also:
+        return raw
+    return check_hostname(raw, name, wildcard=True)
 
 
 def choice_param(params: dict[str, str], name: str, allowed: tuple[str, ...]) -> str | None:

@@ -19,7 +19,7 @@ CERTS_PATH = "/api/v1/certificates"
 # Terminal events of each command, and which of them mean success.
 DONE = {"issue": {"ready"}, "renew": {"renewed", "ready"}, "revoke": {"revoked"},
         "rm": {"deleted"}, "convert": {"renewed", "ready"}}
-FAILED = {"generation_failed", "renewal_failed", "rate_limited"}
+FAILED = {"generation_failed", "renewal_failed", "rate_limited", "revocation_failed"}
 REASONS = ("unspecified", "keyCompromise", "affiliationChanged", "superseded",
            "cessationOfOperation")
 

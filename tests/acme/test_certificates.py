@@ -6,8 +6,12 @@ end-to-end tests (test_certificates_e2e.py) run the real worker and scheduler pr
 
 from __future__ import annotations
 
+import json
+import logging
+import socket
 import time
 
+import dramatiq
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -17,14 +21,16 @@ from app.certificates import CertificateCommands, private_key_pem
 from app.crypto import SecretBox, is_sealed
 from app.errors import Conflict
 from app.events import Event
+from app.jobs import REVOKE_CERTIFICATE
 from app.models import Certificate
 from harness.pebble import Pebble
 from tests.acme.conftest import acme_settings
 from tests.acme.pki import verify_chain
-from tests.support.procs import free_port
+from tests.support.procs import free_port, wait_until
 from workers.acme_limits import registered_domain
 from workers.broker import create_broker
-from workers.certificates import CertificateService, lifetime_renewal
+from workers.certificates import CertificateService, backoff_s, lifetime_renewal
+from workers.certificates import register as register_certificate_actors
 from workers.deps import create_deps
 
 pytestmark = pytest.mark.acme
@@ -214,6 +220,78 @@ def test_ca_unreachable_keeps_the_certificate_and_backs_off(settings, redis_clie
     finally:
         h.close()
         ca.stop()
+
+
+@pytest.fixture
+def closed_ca():
+    """The directory URL of a CA that is not there: a loopback port held bound (so nothing
+    else takes it) with nothing listening, so every connection is refused."""
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    yield f"https://127.0.0.1:{held.getsockname()[1]}/dir"
+    held.close()
+
+
+def delayed_messages(h) -> list[dict]:
+    return [json.loads(m) for m in h.redis.hvals(keys.dramatiq_messages("certificates.DQ"))]
+
+
+def test_ca_unreachable_during_revocation_backs_off_and_retries(harness, closed_ca, caplog):
+    """Like a renewal (above): the certificate keeps serving, the attempt is recorded with
+    the same backoff and logged in one line, no traceback; Dramatiq retries the message after
+    that backoff, and `revocation_failed` follows when its retries are exhausted."""
+    h = harness
+    h.create("gone", "gone.example.com")
+    h.service.issue("gone")
+    # The CA it came from goes away (its issue message, done above, is dropped with the
+    # queue's other messages).
+    serving = h.service.store.update(h.get("gone").replace(issuer_directory=closed_ca))
+    register_certificate_actors(h.broker, h.deps)
+    h.broker.flush_all()
+    worker = dramatiq.Worker(h.broker, worker_threads=1, worker_timeout=100)
+    caplog.set_level(logging.INFO)
+    worker.start()
+    try:
+        h.commands.revoke(serving, "keyCompromise")
+        wait_until(lambda: delayed_messages(h), timeout=20)
+        [retry] = delayed_messages(h)
+        cert = h.get("gone")
+        assert retry["actor_name"] == REVOKE_CERTIFICATE.actor_name
+        assert retry["options"]["retries"] == 1
+        # Retried after the certificate's backoff (60 s here), not Dramatiq's default 0.5 s.
+        assert cert.backoff_until * 1000 <= retry["options"]["eta"]
+        assert retry["options"]["eta"] < (cert.backoff_until + backoff_s(h.settings, 1)) * 1000
+        assert cert.status == "active" and cert.serial == serving.serial
+        assert cert.cert_pem == serving.cert_pem and cert.key_pem == serving.key_pem
+        assert cert.failures == 1 and cert.backoff_reason == "unavailable"
+        assert "cannot be reached" in cert.last_error
+        assert "revoked" not in h.types("gone")
+
+        # The last retry: Dramatiq gives up and the failure is published, on the trace.
+        h.redis.delete(keys.dramatiq_messages("certificates.DQ"),
+                       keys.dramatiq_queue("certificates.DQ"))
+        last = dramatiq.Message(queue_name=REVOKE_CERTIFICATE.queue_name,
+                                actor_name=REVOKE_CERTIFICATE.actor_name, args=(),
+                                kwargs={"certificate": "gone", "reason": 1},
+                                options={"trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+                                         "max_retries": 0})
+        h.broker.enqueue(last)
+        wait_until(lambda: "revocation_failed" in h.types("gone"), timeout=20)
+        failed = h.events("gone")[-1]
+        assert failed.type == "revocation_failed" and failed.data["reason"] == "unavailable"
+        assert failed.data["failures"] == 2 and "cannot be reached" in failed.data["error"]
+        assert failed.trace_id == "4bf92f3577b34da6a3ce929d0e0e4736"
+        cert = h.get("gone")
+        assert cert.status == "active" and cert.serial == serving.serial
+        assert cert.backoff_until > time.time() + backoff_s(h.settings, 2) - 60
+        assert not delayed_messages(h)
+    finally:
+        worker.stop()
+    attempts = [r for r in caplog.records if r.getMessage().startswith("revocation of gone:")]
+    assert len(attempts) == 2 and all("\n" not in r.getMessage() for r in attempts)
+    assert not [r for r in caplog.records if r.exc_info], [r.getMessage()
+                                                           for r in caplog.records]
+    assert "Traceback" not in caplog.text
 
 
 def test_convert_to_production(settings, redis_client, pebble, proxy, tmp_path,
