@@ -27,15 +27,6 @@ def title(status: int) -> str:
         return "Error"
 
 
-def closing_answer(status: int, description: str) -> bytes:
-    """A whole response that ends its connection, for requests refused before the app runs
-    (gunicorn's parser found the head unreadable), in the same JSON shape as `answer`."""
-    body = json.dumps({"title": title(status), "description": description}).encode()
-    return (f"HTTP/1.1 {status} {title(status)}\r\nConnection: close\r\n"
-            f"Content-Type: application/json\r\nCache-Control: no-store\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1") + body
-
-
 def answer(resp: falcon.Response, ex: Exchange, status: int, description: str, *,
            reason: str = "", failed: bool = False,
            headers: dict[str, str] | None = None) -> None:

@@ -24,8 +24,8 @@ The environ holds what gunicorn 27's `gunicorn.http.wsgi.create` puts there for 
 TLS TCP listener, minus `wsgi.early_hints` (neither Falcon nor the proxy sends 103s); unix
 sockets and the PROXY protocol still go through gunicorn's own function, and HTTP/2 or the
 PROXY protocol through gunicorn's own connection handling. Errors are answered by gunicorn
-(`handle_error`, whose answers to unreadable heads berth gives in its own JSON with the
-status's own reason phrase), and the request hooks still run.
+(`handle_error`; berth's JSON for unparsable heads, see app/gunicorn_errors.py), and the
+request hooks still run.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from urllib.parse import unquote_to_bytes
 
 import gevent
 from gunicorn import util
-from gunicorn.http import errors as http_errors
 from gunicorn.http import wsgi
 from gunicorn.http.errors import NoMoreData
 from gunicorn.http.message import Request
@@ -48,23 +47,12 @@ from gunicorn.http.parser import RequestParser
 from gunicorn.workers.base_async import ALREADY_HANDLED
 from gunicorn.workers.ggevent import GeventWorker
 
-from proxy.answers import closing_answer
+from app.gunicorn_errors import ParseErrorAnswers
 from proxy.sockets import send_all
 
 _PROTOCOLS = {(1, 1): "HTTP/1.1", (1, 0): "HTTP/1.0"}
 
-# The status for each of gunicorn's parse errors whose class gives none (`code`) or whose
-# status is not what the client should hear; any other parse error is 400. A response
-# header the app produced (InvalidResponseHeader*) is the app's fault: gunicorn's 500.
-_PARSE_ERROR_STATUS = {
-    http_errors.LimitRequestLine: 414,
-    http_errors.LimitRequestHeaders: 431,
-    http_errors.ExpectationFailed: 417,
-    http_errors.UnsupportedTransferCoding: 501,
-    http_errors.ForbiddenProxyRequest: 403,
-    http_errors.ConfigurationProblem: 500,  # a path outside SCRIPT_NAME
-}
-_APP_FAULTS = (http_errors.InvalidResponseHeader, http_errors.InvalidResponseHeaderName)
+
 
 
 class SettledConfig:
@@ -130,12 +118,6 @@ class ContinueOnRead:
     def __iter__(self):
         self._continue()
         return iter(self.body)
-
-
-def _describe(exc: Exception) -> str:
-    """One line about the refused head, at most 200 characters of what the client sent."""
-    text = " ".join(str(exc).split())
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _announces_body(req) -> bool:
@@ -211,7 +193,7 @@ class ProxyParser(RequestParser):
     mesg_class = ProxyRequest
 
 
-class ProxyWorker(GeventWorker):
+class ProxyWorker(ParseErrorAnswers, GeventWorker):
     """`worker_class` of the proxy processes (see gunicorn_common.py)."""
 
     def init_process(self):
@@ -280,21 +262,6 @@ class ProxyWorker(GeventWorker):
             self.handle_error(req, client, addr, ex)
         finally:
             util.close(client)
-
-    def handle_error(self, req, client, addr, exc):
-        """A head gunicorn could not parse gets berth's JSON answer and the reason phrase of
-        its status (gunicorn 27 writes "501 Bad Request" for an unsupported transfer coding);
-        everything else is gunicorn's (a logged 500)."""
-        if not isinstance(exc, http_errors.ParseException) or isinstance(exc, _APP_FAULTS):
-            return super().handle_error(req, client, addr, exc)
-        status = next((code for kind, code in _PARSE_ERROR_STATUS.items()
-                       if isinstance(exc, kind)), 400)
-        self.log.warning("Invalid request from ip=%s: %s", (addr or ("",))[0], exc)
-        try:
-            util.write_nonblock(client, closing_answer(status, _describe(exc)))
-        except OSError:
-            self.log.debug("Failed to send error message.")
-        return None
 
     def _handshake(self, client: ssl.SSLSocket) -> bool:
         """The TLS handshake, given as long as a request head (`keepalive`): gunicorn's head

@@ -6,10 +6,8 @@ lines would carry query strings, and berth logs what it needs itself; gunicorn's
 are routed through app.logs like every other line.
 """
 
-import json
 import sys
 
-from gunicorn import util as _gunicorn_util
 from gunicorn.glogging import Logger
 
 from app.logs import setup_logging
@@ -30,23 +28,9 @@ class BerthLogger(Logger):
 
 
 
-
-def _write_json_error(sock, status_int, reason, mesg):
-    """gunicorn's answer to a request it cannot parse (414 request line too long, 431 headers
-    too large, 400 malformed), as the API's JSON error body instead of an HTML page. gunicorn
-    27 calls util.write_error(sock, status_int, reason, mesg) from Worker.handle_error;
-    tests/security/test_api_server_errors.py checks the 414 this way."""
-    body = json.dumps({"title": reason, "description": mesg or reason}).encode()
-    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n")
-    _gunicorn_util.write_nonblock(sock, head.encode("latin-1") + body)
-
-
-_gunicorn_util.write_error = _write_json_error
-
 bind = f"{_settings.bind_host}:{_settings.web_port}"
 workers = _settings.web_workers
-worker_class = "gevent"
+worker_class = "app.web_worker.WebWorker"  # outside app.api: imported before gevent patches
 worker_connections = 1000
 proc_name = "berth-web"
 accesslog = None
