@@ -4,6 +4,7 @@ import pytest
 
 from app.redis import create_client
 from app.settings import Settings
+from tests.support.policy import LOOPBACK_ALLOWED
 from tests.support.procs import RedisServer
 
 
@@ -20,11 +21,6 @@ def redis_client(redis_server):
     client.flushdb()
     yield client
     client.close()
-
-
-# The tests' backends listen on loopback, which user-scope routes may reach only when the
-# operator lists it (app/target_policy.py); tests of the default build their own Settings.
-LOOPBACK_ALLOWED = "0.0.0.0/0,::/0,127.0.0.0/8,::1/128"
 
 
 @pytest.fixture
