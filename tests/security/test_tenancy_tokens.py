@@ -7,7 +7,8 @@ from __future__ import annotations
 import threading
 
 from app.cli.main import main as cli
-from app.stores.tokens import LAST_ADMIN, TokenStore
+from app.errors import Conflict
+from app.stores.tokens import LAST_ADMIN, AdminTokens, TokenStore
 from tests.support.api import bearer
 from tests.support.store import snapshot
 
@@ -113,6 +114,29 @@ def test_two_concurrent_revokes_of_the_last_two_admin_tokens_leave_one(redis_cli
         ids = [store.issue(name=f"a{i}", scope="admin", owner="root")[0].id for i in range(2)]
         assert sorted(_revoke_together(store, ids)) == ["Conflict", "revoked"]
         assert len([t for t in store.list() if t.scope == "admin"]) == 1
+
+
+def test_a_revoke_that_lands_between_check_and_commit_makes_the_other_retry(redis_client):
+    """The race made deterministic: while revoking A has checked (B is still there), B is
+    revoked; A's transaction must notice, retry, and find itself the last."""
+    store = TokenStore(redis_client)
+    a, b = (store.issue(name=f"a{i}", scope="admin", owner="root")[0] for i in range(2))
+
+    class RevokeBInBetween(AdminTokens):
+        done = False
+
+        def check(self, pipe, old, new):
+            super().check(pipe, old, new)
+            if not self.done:
+                self.done = True
+                TokenStore(redis_client).delete(b.id)
+
+    try:
+        store.delete(a.id, guard=RevokeBInBetween())
+        raise AssertionError("both of the last two admin tokens were revoked")
+    except Conflict as ex:
+        assert ex.description == LAST_ADMIN
+    assert store.find(a.id) is not None and store.find(b.id) is None
 
 
 def test_admin_tokens_stored_before_the_admin_index_still_count(redis_client):
