@@ -217,6 +217,9 @@ class Route(_Model):
     max_body_bytes: int = 0  # 0: no limit
     auto_certificate: bool = False
     service: str = ""  # set when the route belongs to a berth service
+    # True when a user-scope token wrote it last: the proxy then checks each address it
+    # connects to against the target policy (app/target_policy.py); the API sets it.
+    restricted: bool = False
     version: int = 0
     created_at: float = 0.0
     updated_at: float = 0.0

@@ -54,6 +54,28 @@ def changes_channel(noun: str) -> str:
     return f"{PREFIX}:{noun}:changed"
 
 
+# -- tenancy: who holds a hostname, and the admin tokens (kept by app/stores) ---------------
+
+# Hash of hostname (exact, or `*.parent` for a wildcard) -> the owner holding it.
+HOST_OWNERS = f"{PREFIX}:hosts:owner"
+
+
+def host_routes(host: str) -> str:
+    """Hash of owner -> how many of its routes use `host` (the holder, and owners an admin
+    routed there with override); the claim goes when the holder's count does."""
+    return f"{PREFIX}:hosts:routes:{host}"
+
+
+def hosts_under(parent: str) -> str:
+    """Hash of owner -> how many exact hosts one label below `parent` it holds, so adding
+    `*.parent` reads one small hash to learn whether it would cover another owner's host."""
+    return f"{PREFIX}:hosts:under:{parent}"
+
+
+# Set of the ids of every admin token, so revoking the last one can be refused atomically.
+ADMIN_TOKENS = f"{PREFIX}:token:scope:admin"
+
+
 def ports_allocated() -> str:
     """Hash of allocated host port -> owning service."""
     return f"{PREFIX}:ports:allocated"

@@ -159,7 +159,8 @@ class ServiceCommands:
         route_id = self.routes.lookup("host_path", f"{hostname} /")
         route = self.routes.find(route_id) if route_id else None
         if route is not None and route.service != name:
-            raise Conflict(f"hostname {hostname} is already routed by route {route.id}",
+            # Not naming the route: it may be another owner's.
+            raise Conflict(f"hostname {hostname} is already routed; choose another hostname",
                            field="hostname")
 
     @staticmethod

@@ -238,6 +238,15 @@ class Settings:
         "Comma-separated IPs/CIDRs of proxies in front of berth whose X-Forwarded-* and "
         "Forwarded headers are believed; empty: nobody's.",
     )
+    user_target_networks: tuple[str, ...] = _setting(
+        "BERTH_USER_TARGET_NETWORKS",
+        "0.0.0.0/0,::/0",
+        _networks,
+        "Comma-separated IPs/CIDRs that routes written by user tokens may target, checked "
+        "when written and when the proxy connects. Loopback, link-local and unspecified "
+        "addresses stay refused unless a network inside them is listed (e.g. 127.0.0.0/8); "
+        "berth's own listeners and Redis always are.",
+    )
     proxy_connect_timeout_s: float = _setting(
         "BERTH_PROXY_CONNECT_TIMEOUT_S", "5", _float_range(0.05, 300), "Upstream connect timeout."
     )

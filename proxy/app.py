@@ -32,6 +32,7 @@ from app.events import Publisher
 from app.heartbeat import Heartbeat
 from app.settings import Settings
 from app.stores import CertificateStore, ChallengeStore, RouteStore, TokenStore
+from app.target_policy import TargetPolicy
 from proxy import acme_challenge
 from proxy.answers import answer
 from proxy.auth import RouteAuth, Verdict
@@ -384,7 +385,8 @@ def create_proxy(settings: Settings, redis_client: redis.Redis,
     pool = UpstreamPool(connect_timeout=settings.proxy_connect_timeout_s,
                         read_timeout=settings.proxy_read_timeout_s,
                         idle_s=settings.proxy_pool_idle_s, max_idle=settings.proxy_pool_size,
-                        down_s=settings.proxy_target_down_s, clock=clock)
+                        down_s=settings.proxy_target_down_s, clock=clock,
+                        policy=TargetPolicy.from_settings(settings))
     # HTTP consults certificates to redirect to HTTPS; HTTPS to choose one per name (SNI)
     # and to refuse requests for names the connection's certificate does not cover.
     certificates = certificate_cache(CertificateStore(redis_client))

@@ -17,6 +17,12 @@ connection is idle or already carries the next request: HTTP/1.1 cannot tell the
 answer to that request (nginx and HAProxy cannot either). Pools are kept per owner so that
 such a backend only ever answers requests of the owner whose routes target it.
 
+Restricted routes (written last by a user token, Route.restricted): the target's name is
+resolved here and each address is checked against the target policy (app/target_policy.py)
+before connecting to exactly that address, so a name that resolves to a denied address (DNS
+rebinding) is answered 502 without a connection. Their connections are pooled apart from
+others', so they never reuse one that was not checked. Other routes cost nothing extra.
+
 Retries: a target that fails to connect is marked down; the request moves to the next target
 only when the method is idempotent (nothing was sent). A pooled connection that turns out to
 be closed before any response byte is replaced by a fresh one to the same target, once, when
@@ -24,6 +30,8 @@ the method is idempotent and the body is small enough to have been kept for a re
 
     UpstreamError (BerthError)        .status, .code for the client answer and the event
     ├── ConnectFailed          502/504  refused, unreachable or timed out while connecting
+    │   └── TargetDenied       502      a restricted route's target resolves only to denied
+    │                                   addresses (nothing is connected)
     ├── UpstreamTimeout        504      no response bytes within the read timeout
     ├── UpstreamClosed         502      the connection closed or reset mid-exchange
     └── UpstreamProtocolError  502      a response we will not relay (bad framing, garbage)
@@ -43,6 +51,7 @@ from gevent import monkey
 from gunicorn.http.errors import ParseException
 
 from app.errors import BerthError
+from app.target_policy import TargetPolicy
 from proxy.routing import RouteEntry, Target
 from proxy.sockets import send_all
 
@@ -72,6 +81,10 @@ class UpstreamError(BerthError):
 
 class ConnectFailed(UpstreamError):
     code = "upstream_connect_failed"
+
+
+class TargetDenied(ConnectFailed):
+    code = "upstream_target_denied"
 
 
 class ConnectTimeout(ConnectFailed):
@@ -163,15 +176,21 @@ class RequestBody:
 
 
 class Connection:
-    __slots__ = ("sock", "rfile", "target", "idle_since", "reused", "read_timeout")
+    __slots__ = ("sock", "rfile", "target", "idle_since", "reused", "read_timeout", "checked")
 
-    def __init__(self, sock: socket.socket, target: Target, read_timeout: float | None = None):
+    def __init__(self, sock: socket.socket, target: Target, read_timeout: float | None = None,
+                 checked: bool = False):
         self.sock = sock
         self.rfile = sock.makefile("rb", buffering=CHUNK)
         self.target = target
         self.idle_since = 0.0
         self.reused = False
         self.read_timeout = read_timeout
+        self.checked = checked  # its peer address passed the target policy
+
+    @property
+    def pool_key(self) -> tuple:
+        return (self.target.pool_key, self.checked)
 
     def close(self) -> None:
         try:
@@ -223,7 +242,9 @@ class UpstreamPool:
     def __init__(self, *, connect_timeout: float = 5.0, read_timeout: float = 60.0,
                  idle_s: float = 30.0, max_idle: int = 64, down_s: float = 10.0,
                  clock: Callable[[], float] = time.monotonic,
-                 tls_context: ssl.SSLContext | None = None):
+                 tls_context: ssl.SSLContext | None = None,
+                 policy: TargetPolicy | None = None):
+        self.policy = policy or TargetPolicy(())  # without one, restricted routes reach nothing
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self.idle_s = idle_s
@@ -262,9 +283,10 @@ class UpstreamPool:
 
     # -- connections -----------------------------------------------------------------
 
-    def acquire(self, target: Target) -> Connection:
-        """An idle pooled connection to `target` that is still open, or a new one."""
-        idle = self._idle.get(target.pool_key)
+    def acquire(self, target: Target, restricted: bool = False) -> Connection:
+        """An idle pooled connection to `target` that is still open (for a restricted route,
+        one whose address was checked), or a new one."""
+        idle = self._idle.get((target.pool_key, restricted))
         now = self.clock()
         while idle:
             conn = idle.pop()
@@ -272,12 +294,17 @@ class UpstreamPool:
                 conn.reused = True
                 return conn
             conn.close()
-        return self.connect(target)
+        return self.connect(target, restricted)
 
-    def connect(self, target: Target) -> Connection:
+    def connect(self, target: Target, restricted: bool = False) -> Connection:
         try:
-            sock = socket.create_connection((target.host, target.port),
-                                            timeout=self.connect_timeout)
+            if restricted:
+                sock = self._connect_checked(target)
+            else:
+                sock = socket.create_connection((target.host, target.port),
+                                                timeout=self.connect_timeout)
+        except TargetDenied:
+            raise  # not a health problem: the target is not marked down
         except TimeoutError as ex:
             self.mark_down(target)
             raise ConnectTimeout(f"connecting to {target.url} timed out") from ex
@@ -294,11 +321,35 @@ class UpstreamPool:
                 sock.close()
                 raise ConnectFailed(f"TLS with {target.url} failed: {ex}") from ex
         sock.settimeout(self.read_timeout)
-        return Connection(sock, target, self.read_timeout)
+        return Connection(sock, target, self.read_timeout, checked=restricted)
+
+    def _connect_checked(self, target: Target) -> socket.socket:
+        """Resolve once, connect only to addresses the policy allows (to the address itself,
+        so nothing resolves the name again in between)."""
+        try:
+            infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError) as ex:
+            raise ConnectFailed(f"cannot resolve {target.host}: {ex}") from ex
+        error: OSError | None = None
+        for family, kind, proto, _name, address in infos:
+            if self.policy.refusal(address[0], target.port) is not None:
+                continue
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(self.connect_timeout)
+                sock.connect(address)
+                return sock
+            except OSError as ex:
+                sock.close()
+                error = ex
+        if error is None:
+            raise TargetDenied(f"{target.url} resolves only to addresses user routes may "
+                               "not reach")
+        raise error
 
     def release(self, conn: Connection) -> None:
         """Back into the pool for the next request to the same upstream."""
-        idle = self._idle.setdefault(conn.target.pool_key, deque())
+        idle = self._idle.setdefault(conn.pool_key, deque())
         now = self.clock()
         while idle and now - idle[0].idle_since > self.idle_s:  # drop the stale, oldest first
             idle.popleft().close()
@@ -543,13 +594,15 @@ class Upstream:
         """
         body.preload()
         retry_ok = method in IDEMPOTENT
+        restricted = entry.route.restricted
         plan = self.pool.plan(entry)
         for attempt, target in enumerate(plan, start=1):
             head = request_head(method, target.base_path + path, host or target.host_header,
                                 headers, body)
             try:
                 try:
-                    conn = self.pool.connect(target) if fresh else self.pool.acquire(target)
+                    conn = (self.pool.connect(target, restricted) if fresh
+                            else self.pool.acquire(target, restricted))
                 except ConnectFailed:
                     if retry_ok and attempt < len(plan):
                         continue
@@ -566,7 +619,8 @@ class Upstream:
                         raise
                 # The pooled connection had been closed by the upstream: once more, fresh.
                 try:
-                    return self._exchange(self.pool.connect(target), head, body, method)
+                    return self._exchange(self.pool.connect(target, restricted), head, body,
+                                          method)
                 except (ConnectFailed, UpstreamClosed) as ex:
                     if getattr(ex, "received", False) or attempt >= len(plan):
                         raise

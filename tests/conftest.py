@@ -4,6 +4,7 @@ import pytest
 
 from app.redis import create_client
 from app.settings import Settings
+from tests.support.policy import LOOPBACK_ALLOWED
 from tests.support.procs import RedisServer
 
 
@@ -24,7 +25,8 @@ def redis_client(redis_server):
 
 @pytest.fixture
 def settings(redis_server):
-    return Settings.from_env({}, redis_url=redis_server.url)
+    return Settings.from_env({"BERTH_USER_TARGET_NETWORKS": LOOPBACK_ALLOWED},
+                             redis_url=redis_server.url)
 
 
 @pytest.fixture

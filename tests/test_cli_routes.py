@@ -224,3 +224,17 @@ def test_routes_cli_against_the_web_process(redis_server, redis_client, api, tmp
         raise
     finally:
         web.stop()
+
+
+def test_override_lets_an_admin_route_a_host_another_owner_holds(served, redis_client,
+                                                                 capsys):
+    url, api = served
+    bob = api.token("user", "bob", "bob")
+    assert berth(url, bob, "routes", "add", "bob.test", "-t", A) == 0
+    capsys.readouterr()
+    assert berth(url, api.admin, "routes", "add", "bob.test/ops", "-t", B) == 1
+    assert capsys.readouterr().err.startswith("berth: Conflict: bob.test is held by another")
+    assert berth(url, bob, "routes", "add", "bob.test/x", "-t", B, "--override") == 1
+    assert "override needs an admin token" in capsys.readouterr().err
+    assert berth(url, api.admin, "routes", "add", "bob.test/ops", "-t", B, "--override") == 0
+    assert sorted(r.path_prefix for r in RouteStore(redis_client).list()) == ["/", "/ops"]

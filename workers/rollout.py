@@ -389,7 +389,8 @@ def switch_route(ctx: ServiceContext, svc: Service, containers: Iterable[Contain
             elif set(route.targets) == set(targets):
                 return False
             else:
-                ctx.routes.update(route.replace(targets=targets))
+                # The worker's own container targets: no longer a user's to vouch for.
+                ctx.routes.update(route.replace(targets=targets, restricted=False))
             return True
         except NotFound:
             continue  # deleted under us: read again

@@ -19,6 +19,7 @@ from app.api.openapi import OpenApiResource
 from app.api.routes import RouteResource, RoutesResource
 from app.api.services import add_service_routes
 from app.api.status import StatusResource, TrimStreamsJobResource
+from app.api.tenancy import Tenancy
 from app.api.tokens import TokenResource, TokensResource
 from app.api.trace import TraceMiddleware
 from app.certificates import CertificateCommands
@@ -31,6 +32,7 @@ from app.stores.health import HealthStore
 from app.stores.routes import RouteStore
 from app.stores.services import ServiceStore
 from app.stores.tokens import TokenStore
+from app.target_policy import TargetPolicy
 
 
 class _StartHeartbeat:
@@ -65,13 +67,15 @@ def create_api(settings: Settings, redis_client: redis.Redis, broker: dramatiq.B
     app.add_route("/api/v1/tokens", TokensResource(tokens, publisher))
     app.add_route("/api/v1/tokens/{token_id}", TokenResource(tokens, publisher))
     routes = RouteStore(redis_client)
+    tenancy = Tenancy(redis_client, settings.base_domain, TargetPolicy.from_settings(settings))
     certificates = CertificateCommands(settings, CertificateStore(redis_client), broker, clock)
-    app.add_route("/api/v1/routes", RoutesResource(routes, publisher, certificates))
-    app.add_route("/api/v1/routes/{route_id}", RouteResource(routes, publisher, certificates))
-    add_certificate_routes(app, certificates, clock)
+    app.add_route("/api/v1/routes", RoutesResource(routes, publisher, certificates, tenancy))
+    app.add_route("/api/v1/routes/{route_id}",
+                  RouteResource(routes, publisher, certificates, tenancy))
+    add_certificate_routes(app, certificates, tenancy, clock)
     add_service_routes(app, ServiceCommands(settings, ServiceStore(redis_client), routes,
                                             HealthStore(redis_client), broker,
-                                            NoEngine() if engine is None else engine))
+                                            NoEngine() if engine is None else engine), tenancy)
     app.add_route("/api/v1/orchestrator/status",
                   StatusResource(settings, redis_client, broker, clock))
     app.add_route("/api/v1/orchestrator/jobs/trim-streams", TrimStreamsJobResource(broker))

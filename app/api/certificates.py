@@ -3,7 +3,8 @@
 Every change is a command: the API records it, enqueues the worker's job with the request's
 trace id and answers 202 with the certificate and that trace id, which `berth events tail
 --trace ID` (or `berth certs issue --wait`) follows to `ready` or `generation_failed`.
-User tokens see and act on their own certificates only; others' are 404.
+User tokens see and act on their own certificates only; others' are 404. A user token cannot
+ask for names another owner holds or that are reserved under BASE_DOMAIN (app/api/tenancy.py).
 
     POST   /api/v1/certificates                              {"name", "domains", ...} -> 202
     GET    /api/v1/certificates                              list (without PEM)
@@ -23,6 +24,7 @@ import falcon
 
 from app.api.auth import caller, visible_owner
 from app.api.params import json_body, no_fields, query, record_id
+from app.api.tenancy import Tenancy
 from app.certificates import REVOCATION_REASONS, CertificateCommands
 from app.errors import ValidationError
 from app.models import Certificate
@@ -56,8 +58,10 @@ def _accepted(req: falcon.Request, resp: falcon.Response, cert: Certificate, now
 
 
 class CertificatesResource:
-    def __init__(self, commands: CertificateCommands, clock: Callable[[], float] = time.time):
+    def __init__(self, commands: CertificateCommands, tenancy: Tenancy,
+                 clock: Callable[[], float] = time.time):
         self.commands = commands
+        self.tenancy = tenancy
         self.clock = clock
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
@@ -68,7 +72,9 @@ class CertificatesResource:
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         query(req)
-        cert = self.commands.create(Certificate.clean(json_body(req)), caller(req).owner)
+        fields = Certificate.clean(json_body(req))
+        self.tenancy.check_domains(req, fields["domains"], caller(req).owner)
+        cert = self.commands.create(fields, caller(req).owner)
         _accepted(req, resp, cert, self.clock())
         resp.location = f"/api/v1/certificates/{cert.id}"
 
@@ -122,10 +128,10 @@ class CertificateActionResource:
         _accepted(req, resp, cert, self.clock())
 
 
-def add_certificate_routes(app: falcon.App, commands: CertificateCommands,
+def add_certificate_routes(app: falcon.App, commands: CertificateCommands, tenancy: Tenancy,
                            clock: Callable[[], float] = time.time) -> None:
     """Mount every certificate route on `app` (called by app.api.app.create_api)."""
-    app.add_route("/api/v1/certificates", CertificatesResource(commands, clock))
+    app.add_route("/api/v1/certificates", CertificatesResource(commands, tenancy, clock))
     app.add_route("/api/v1/certificates/{name}", CertificateResource(commands, clock))
     for action in ("renew", "revoke", "convert-to-production"):
         app.add_route(f"/api/v1/certificates/{{name}}/{action}",

@@ -125,12 +125,26 @@ _ROUTE_FIELDS = {
                                         "issuance is enqueued. Not for wildcard hosts (400)."},
 }
 
+_TENANCY = ("A hostname belongs to the first owner to route it until its last route goes: "
+            "another owner's host, a path under it or a wildcard covering it (or a wildcard "
+            "over its hosts) is 409. Names under BASE_DOMAIN are reserved for services: "
+            "only the owner of service `x` may route `x.<BASE_DOMAIN>` (403). A user token's "
+            "targets must resolve to addresses BERTH_USER_TARGET_NETWORKS allows (403).")
+_OVERRIDE = _query("override", {"type": "string", "enum": ["true", "false"]},
+                   "Admin tokens only (403 otherwise): route the host whoever holds it and "
+                   "whether or not it is reserved under BASE_DOMAIN.")
+
 _SCHEMAS = {
     "Route": {
         "type": "object",
         "required": ["id", "host", "targets", "owner", "version"],
         "properties": {"id": {"type": "string"}, "owner": {"type": "string"},
                        "version": {"type": "integer"}, "service": {"type": "string"},
+                       "restricted": {"type": "boolean", "readOnly": True,
+                                      "description": "True when a user token wrote the "
+                                                     "route last: the proxy checks every "
+                                                     "address it connects to against "
+                                                     "BERTH_USER_TARGET_NETWORKS."},
                        "created_at": {"type": "number"}, "updated_at": {"type": "number"},
                        **_ROUTE_FIELDS},
     },
@@ -180,8 +194,10 @@ _SCHEMAS = {
                       "description": "Only an admin token may create admin tokens."},
             "owner": {"type": "string", "pattern": NAME_RE.pattern, "minLength": 1,
                       "maxLength": 63,
-                      "description": "Default: the caller's owner. Only an admin token may "
-                                     "name another owner."},
+                      "description": "Default: the caller's owner; for a user token an "
+                                     "admin creates, a new owner (`<name>-<hex>`, in the "
+                                     "response). Only an admin token may name another "
+                                     "owner."},
         },
     },
     "TokenCreated": {
@@ -322,7 +338,7 @@ def _paths() -> dict:
         "/api/v1/tokens": {
             "get": {
                 "operationId": "listTokens",
-                "summary": "List tokens (a user token sees those of its owner)",
+                "summary": "List tokens (a user token sees its owner's user tokens)",
                 "responses": {"200": {"description": "Tokens",
                                       "content": _json(_ref("TokenList"))},
                               **_errors(*_AUTHED)},
@@ -342,8 +358,10 @@ def _paths() -> dict:
             "delete": {
                 "operationId": "revokeToken",
                 "summary": "Revoke a token; it stops working at once",
+                "description": "403 for a user token revoking an admin token; 409 for the "
+                               "last admin token, which nobody can revoke.",
                 "responses": {"204": {"description": "Revoked"},
-                              **_errors(*_AUTHED, "404", "409")},
+                              **_errors(*_AUTHED, "403", "404", "409")},
             },
         },
         "/api/v1/routes": {
@@ -357,9 +375,11 @@ def _paths() -> dict:
             "post": {
                 "operationId": "createRoute",
                 "summary": "Create a route; proxies pick it up within moments",
+                "description": _TENANCY,
+                "parameters": [_OVERRIDE],
                 "requestBody": {"required": True, "content": _json(_ref("RouteCreate"))},
                 "responses": {"201": {"description": "Created", "content": _json(_ref("Route"))},
-                              **_errors(*_AUTHED, "409", "413", "415")},
+                              **_errors(*_AUTHED, "403", "409", "413", "415")},
             },
         },
         "/api/v1/routes/{route_id}": {
@@ -375,10 +395,12 @@ def _paths() -> dict:
             "patch": {
                 "operationId": "updateRoute",
                 "summary": "Change fields of a route; `version` must be the current one",
+                "description": _TENANCY,
+                "parameters": [_OVERRIDE],
                 "requestBody": {"required": True, "content": _json(_ref("RoutePatch"))},
                 "responses": {"200": {"description": "The route",
                                       "content": _json(_ref("Route"))},
-                              **_errors(*_AUTHED, "404", "409", "413", "415")},
+                              **_errors(*_AUTHED, "403", "404", "409", "413", "415")},
             },
             "delete": {
                 "operationId": "deleteRoute",
@@ -768,7 +790,7 @@ def _certificate_paths() -> dict:
                                      "content": _json(_ref("CertificateCreate"))},
                      "responses": {"202": {"description": "Recorded and enqueued",
                                            "content": _json(_ref("CertificateAccepted"))},
-                                   **_errors(*_AUTHED, "409", "413", "415")}},
+                                   **_errors(*_AUTHED, "403", "409", "413", "415")}},
         },
         f"{base}/{{name}}": {
             "parameters": _path_name("certificate"),

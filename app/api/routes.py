@@ -11,6 +11,10 @@ so two editors cannot silently overwrite each other (409 on a stale version).
     PATCH  /api/v1/routes/{route_id}    {"version": n, <changed fields>}  -> the route
     DELETE /api/v1/routes/{route_id}    ?version=n (optional)             -> 204
 
+Tenancy (app/api/tenancy.py): a host another owner holds is 409, a name under BASE_DOMAIN
+that is not the caller's service 403, a user's target the policy refuses 403; POST and PATCH
+take `?override=true` from admin tokens to route a host regardless of its claims.
+
 Basic-auth password hashes are never shown: a route's `auth.users` lists the user names.
 Events on `events:route:stream`: route_created, route_updated, route_deleted.
 
@@ -28,6 +32,7 @@ import falcon
 
 from app.api.auth import caller, visible_owner
 from app.api.params import int_param, json_body, query, record_id
+from app.api.tenancy import Tenancy
 from app.certificates import CertificateCommands
 from app.errors import Conflict, ValidationError
 from app.events import Publisher
@@ -54,10 +59,11 @@ def _summary(route: Route, by: str) -> dict:
 
 class _Routes:
     def __init__(self, store: RouteStore, publisher: Publisher | None,
-                 certificates: CertificateCommands):
+                 certificates: CertificateCommands, tenancy: Tenancy):
         self.store = store
         self.publisher = publisher
         self.certificates = certificates
+        self.tenancy = tenancy
 
     def _emit(self, kind: str, route: Route, req: falcon.Request,
               certificate: str | None = None) -> None:
@@ -80,8 +86,10 @@ class _Routes:
         # certificate is asked for on behalf of a route that will not exist.
         holder = self.store.lookup("host_path", route_key(route))
         if holder is not None and holder != route.id:
-            raise Conflict(f"{route.host} {route.path_prefix} is already routed by route "
-                           f"{holder}", field="host")
+            # The tenancy check came first, so the holder is the caller's owner's (or an
+            # admin is overriding); its id is still not named: it may be another owner's.
+            raise Conflict(f"{route.host} {route.path_prefix} is already routed by another "
+                           "route", field="host")
         return self.certificates.for_route_host(route.host, route.owner).id
 
     def _find(self, req: falcon.Request, route_id: str) -> Route:
@@ -95,13 +103,14 @@ class RoutesResource(_Routes):
         resp.media = {"items": [view(r) for r in self.store.list(owner=visible_owner(req))]}
 
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
-        query(req)
+        override = self.tenancy.override(req, query(req, ("override",)))
         payload = json_body(req)
         if isinstance(payload, dict) and "version" in payload:
             raise ValidationError("version is set by the server", field="version")
         route = RouteStore.new(caller(req).owner, Route.clean(payload))
+        route = self.tenancy.check_route(req, route, override=override)
         certificate = self._certificate(route)
-        route = self.store.create(route)
+        route = self.store.create(route, override=override)
         self._emit("route_created", route, req, certificate)
         resp.status = falcon.HTTP_201
         resp.location = f"/api/v1/routes/{route.id}"
@@ -114,7 +123,7 @@ class RouteResource(_Routes):
         resp.media = view(self._find(req, route_id))
 
     def on_patch(self, req: falcon.Request, resp: falcon.Response, route_id: str) -> None:
-        query(req)
+        override = self.tenancy.override(req, query(req, ("override",)))
         payload = json_body(req)
         if not isinstance(payload, dict) or "version" not in payload:
             raise ValidationError("version is required: the version of the route you changed",
@@ -123,9 +132,12 @@ class RouteResource(_Routes):
         changes = Route.clean(payload, partial=True)
         if not changes:
             raise ValidationError("nothing to change: send the fields to update")
-        route = self._find(req, route_id).replace(**changes)
+        found = self._find(req, route_id)
+        route = self.tenancy.check_route(req, found.replace(**changes), override=override,
+                                         host_changed=changes.get("host", found.host)
+                                         != found.host)
         certificate = self._certificate(route)
-        updated = self.store.update(route, expected_version=version)
+        updated = self.store.update(route, expected_version=version, override=override)
         self._emit("route_updated", updated, req, certificate)
         resp.media = view(updated)
 

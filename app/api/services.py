@@ -3,8 +3,10 @@
 Every change is a command: the API records the desired state, enqueues the worker's job with
 the request's trace id and answers 202 with the service and that trace id; the service's
 lifecycle events (service_created, service_started, service_failed...) carry the same id.
-User tokens see and act on their own services only; others' are 404. While the container
-engine is unreachable, commands answer 503 and say so; listing and showing records still work.
+User tokens see and act on their own services only; others' are 404. A hostname another owner
+holds is 409; a user's service under BASE_DOMAIN is `<name>.<BASE_DOMAIN>` (app/api/tenancy.py).
+While the container engine is unreachable, commands answer 503 and say so; listing and showing
+records still work.
 
     POST   /api/v1/services                       {"name", "image", "port", ...} -> 202
     GET    /api/v1/services                       list (?offset=&limit=)
@@ -24,6 +26,7 @@ import falcon
 
 from app.api.auth import caller, is_admin, visible_owner
 from app.api.params import choice_param, int_param, json_body, no_fields, query, record_id
+from app.api.tenancy import Tenancy
 from app.errors import Forbidden, Unavailable, ValidationError
 from app.models import Service, check_int, check_name
 from app.services import ServiceCommands
@@ -45,8 +48,9 @@ def _accepted(req: falcon.Request, resp: falcon.Response, svc: Service) -> None:
 
 
 class ServicesResource:
-    def __init__(self, commands: ServiceCommands):
+    def __init__(self, commands: ServiceCommands, tenancy: Tenancy):
         self.commands = commands
+        self.tenancy = tenancy
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         params = query(req, LIST_PARAMS)
@@ -67,7 +71,9 @@ class ServicesResource:
                 raise Forbidden("only an admin token can create services for another owner",
                                 field="owner")
             owner = requested
-        svc = self.commands.create(Service.clean(payload), owner)
+        fields = Service.clean(payload)
+        self.tenancy.check_service_hostname(req, fields["id"], fields.get("hostname"), owner)
+        svc = self.commands.create(fields, owner)
         _accepted(req, resp, svc)
         resp.location = f"/api/v1/services/{svc.id}"
 
@@ -157,9 +163,9 @@ class _Stream:
         self.lines.close()
 
 
-def add_service_routes(app: falcon.App, commands: ServiceCommands) -> None:
+def add_service_routes(app: falcon.App, commands: ServiceCommands, tenancy: Tenancy) -> None:
     """Mount every service route on `app` (called by app.api.app.create_api)."""
-    app.add_route("/api/v1/services", ServicesResource(commands))
+    app.add_route("/api/v1/services", ServicesResource(commands, tenancy))
     app.add_route("/api/v1/services/{name}", ServiceResource(commands))
     app.add_route("/api/v1/services/{name}/logs", ServiceLogsResource(commands))
     for action in ("start", "stop", "restart", "redeploy", "scale"):

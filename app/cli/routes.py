@@ -81,6 +81,9 @@ def _options(update: bool) -> argparse.ArgumentParser:
     """The route's fields as options; on `update` every one is optional and unset ones are
     left alone."""
     parser = _version_option() if update else argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--override", action="store_true",
+                        help="admin tokens only: route the host even though another owner "
+                             "holds it or it is reserved for a service under BASE_DOMAIN")
     group = parser.add_argument_group("route fields")
     if update:
         group.add_argument("--host", metavar="HOST[/PATH]",
@@ -228,12 +231,16 @@ def _auth(args: argparse.Namespace) -> dict | None:
 # -- commands ---------------------------------------------------------------------------------
 
 
+def _override(args: argparse.Namespace) -> dict[str, str] | None:
+    return {"override": "true"} if args.override else None
+
+
 def add_route(args: argparse.Namespace, client: ApiClient) -> int:
     host, path = split_route(args.route)
     body = {"host": host, **_changes(args, {})}
     if path is not None:
         body["path_prefix"] = path
-    reply = client.post(ROUTES_PATH, body)
+    reply = client.request("POST", ROUTES_PATH, body=body, params=_override(args))
     return _done(args, "added", reply.data, reply.trace_id)
 
 
@@ -243,7 +250,8 @@ def update_route(args: argparse.Namespace, client: ApiClient) -> int:
     if not changes:
         raise UsageError("Nothing to change", "give the fields to change, e.g. --target URL")
     version = route["version"] if args.if_version is None else args.if_version
-    reply = client.patch(_path(route["id"]), {"version": version, **changes})
+    reply = client.request("PATCH", _path(route["id"]), body={"version": version, **changes},
+                           params=_override(args))
     return _done(args, "updated", reply.data, reply.trace_id)
 
 

@@ -11,6 +11,10 @@ function of (pipeline, record), adds the caller's own commands to that transacti
 that reports the change, a key the change makes obsolete): they commit with the change or not
 at all. It is called with the record the write returns (the removed one for a delete), once per
 attempt (again after a WATCH conflict), and must only queue commands on the pipeline.
+
+A store whose records keep a rule across records (a host held by one owner, the last admin
+token) gives its writes a Guard: the keys it reads are WATCHed with the record's, its check
+runs on what they hold before the transaction, and its commands commit with the change.
 """
 
 from __future__ import annotations
@@ -27,6 +31,23 @@ from app.models import now_s
 
 # A write's `extra`: queues more commands on the write's MULTI, given the record it returns.
 Extra = Callable[[redis.client.Pipeline, Any], object]
+
+
+class Guard:
+    """A rule a write must keep beyond its own record; `old`/`new` are None when absent.
+
+    keys: what `check` reads (WATCHed, so a concurrent change retries the write); check:
+    reads them on the pipeline (immediate mode) and raises to refuse; stage: queues the
+    commands that keep the rule's own keys in step, in the write's MULTI."""
+
+    def keys(self, old, new) -> list[str]:
+        return []
+
+    def check(self, pipe, old, new) -> None:
+        return None
+
+    def stage(self, pipe, old, new) -> None:
+        return None
 
 
 def _dumps(record: dict) -> str:
@@ -84,36 +105,52 @@ class Repository:
 
     # -- writes --------------------------------------------------------------------------
 
-    def create(self, item, *, extra: Extra | None = None):
+    def guard(self) -> Guard | None:
+        """The rule every write of this noun keeps (none by default); see Guard."""
+        return None
+
+    def create(self, item, *, extra: Extra | None = None, guard: Guard | None = None):
         """Store a new record (version 1); Conflict if the id or a unique value is taken."""
         item = item.replace(version=1)
-        return self._write(item.id, None, item, extra=extra)
+        return self._write(item.id, None, item, extra=extra, guard=guard)
 
-    def update(self, item, *, expected_version: int | None = None, extra: Extra | None = None):
+    def update(self, item, *, expected_version: int | None = None, extra: Extra | None = None,
+               guard: Guard | None = None):
         """Replace a record; Conflict when its stored version is not `expected_version`
         (default: the version `item` carries)."""
         expected = item.version if expected_version is None else expected_version
         return self._write(item.id, expected, item.replace(version=expected + 1,
-                                                            updated_at=now_s()), extra=extra)
+                                                            updated_at=now_s()),
+                           extra=extra, guard=guard)
 
     def delete(self, record_id: str, *, expected_version: int | None = None,
-               extra: Extra | None = None):
+               extra: Extra | None = None, guard: Guard | None = None):
         """Remove a record and its index entries; returns the removed record."""
-        return self._write(record_id, expected_version, None, deleting=True, extra=extra)
+        return self._write(record_id, expected_version, None, deleting=True, extra=extra,
+                           guard=guard)
 
     def _write(self, record_id: str, expected: int | None, new, *, deleting: bool = False,
-               extra: Extra | None = None):
+               extra: Extra | None = None, guard: Guard | None = None):
         record_key = keys.record(self.noun, record_id)
         unique_keys = {name: keys.unique_index(self.noun, name) for name in self.unique}
+        guard = guard or self.guard()
         try:
             with self.client.pipeline(transaction=True) as pipe:
                 while True:
                     try:
                         pipe.watch(record_key, *unique_keys.values())
                         old = self._load(pipe, record_key)
-                        self._check(record_id, old, new, expected, deleting, pipe, unique_keys)
+                        self._check_version(record_id, old, new, expected, deleting)
+                        if guard is not None:
+                            guarded = guard.keys(old, new)
+                            if guarded:  # after the load: which keys depends on the record
+                                pipe.watch(*guarded)
+                            guard.check(pipe, old, new)
+                        self._check_unique(record_id, new, pipe, unique_keys)
                         pipe.multi()
                         self._stage(pipe, record_key, old, new, unique_keys)
+                        if guard is not None:
+                            guard.stage(pipe, old, new)
                         written = new if new is not None else old
                         if extra is not None:
                             extra(pipe, written)
@@ -128,7 +165,7 @@ class Repository:
         raw = pipe.get(record_key)
         return self.model.from_record(json.loads(raw)) if raw else None
 
-    def _check(self, record_id, old, new, expected, deleting, pipe, unique_keys) -> None:
+    def _check_version(self, record_id, old, new, expected, deleting) -> None:
         if old is None and (deleting or expected is not None):
             raise NotFound(f"no {self.noun} named {record_id!r}")
         if old is not None and expected is None and not deleting:
@@ -136,6 +173,8 @@ class Repository:
         if old is not None and expected is not None and old.version != expected:
             raise Conflict(f"{self.noun} {record_id!r} changed since version {expected} "
                            f"(now {old.version}); read it again and retry")
+
+    def _check_unique(self, record_id, new, pipe, unique_keys) -> None:
         if new is None:
             return
         for name, key in unique_keys.items():
@@ -144,7 +183,8 @@ class Repository:
                 continue
             holder = pipe.hget(key, value)
             if holder is not None and holder != record_id:
-                raise Conflict(f"{name} {value!r} is already used by {self.noun} {holder!r}")
+                # The holder may be another owner's: its id is not the caller's to see.
+                raise Conflict(f"{name} {value!r} is already used by another {self.noun}")
 
     def _stage(self, pipe, record_key: str, old, new, unique_keys) -> None:
         if old is not None:

@@ -16,6 +16,7 @@ from app.tracing import new_trace_id
 from harness.procs import wait_until
 from harness.proxy import ProxyProcess
 from tests.e2e.backends import HttpBackend, WebSocketEcho
+from tests.support.policy import LOOPBACK_ALLOWED
 
 # Short timeouts so the timeout paths are quick to reach; nothing here is a timing assertion.
 PROXY_ENV = {
@@ -29,6 +30,7 @@ PROXY_ENV = {
     "BERTH_PROXY_LIMIT_REQUEST_LINE": "1024",
     "BERTH_PROXY_LIMIT_REQUEST_FIELD_SIZE": "2048",
     "BERTH_HTTPS_PORT": "8443",
+    "BERTH_USER_TARGET_NETWORKS": LOOPBACK_ALLOWED,
 }
 
 

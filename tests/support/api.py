@@ -9,6 +9,7 @@ import falcon.testing
 from app.api import create_api
 from app.events import Publisher
 from app.stores.tokens import TokenStore
+from tests.support.policy import LOOPBACK_ALLOWED
 from tests.support.procs import VENV_BIN, Proc, free_port, wait_for_port
 from workers.broker import create_broker
 
@@ -62,7 +63,7 @@ def start_web(redis_url: str, log_dir: Path, env: dict | None = None) -> tuple[P
                 log_dir / f"web-{port}.log",
                 env={"REDIS_URL": redis_url, "BERTH_WEB_PORT": str(port),
                      "BERTH_BIND_HOST": "127.0.0.1", "BERTH_LOG_FORMAT": "json",
-                     **(env or {})})
+                     "BERTH_USER_TARGET_NETWORKS": LOOPBACK_ALLOWED, **(env or {})})
     try:
         wait_for_port(port, timeout=20, proc=proc.popen)
     except Exception:
