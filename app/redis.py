@@ -58,6 +58,8 @@ def changes_channel(noun: str) -> str:
 
 # Hash of hostname (exact, or `*.parent` for a wildcard) -> the owner holding it.
 HOST_OWNERS = f"{PREFIX}:hosts:owner"
+# Set once the claims of routes stored before claims were kept have been built (an upgrade).
+HOST_CLAIMS_BUILT = f"{PREFIX}:hosts:claims-built"
 
 
 def host_routes(host: str) -> str:

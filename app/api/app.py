@@ -27,6 +27,7 @@ from app.events import Publisher
 from app.heartbeat import Heartbeat
 from app.services import ContainerEngine, NoEngine, ServiceCommands
 from app.settings import Settings
+from app.stores import hosts
 from app.stores.certificates import CertificateStore
 from app.stores.health import HealthStore
 from app.stores.routes import RouteStore
@@ -45,6 +46,20 @@ class _StartHeartbeat:
         self.heartbeat.ensure_started()
 
 
+class _ClaimStoredRoutes:
+    """Once per process, before the first request: the host claims of routes stored before
+    berth kept claims (app/stores/hosts.py), so an upgrade leaves no host unclaimed."""
+
+    def __init__(self, client: redis.Redis):
+        self.client = client
+        self.done = False
+
+    def process_request(self, req, resp) -> None:
+        if not self.done:
+            hosts.claim_stored_routes(self.client)
+            self.done = True
+
+
 def create_api(settings: Settings, redis_client: redis.Redis, broker: dramatiq.Broker,
                publisher: Publisher | None = None, clock: Callable[[], float] = time.time, *,
                heartbeat: Heartbeat | None = None, engine: ContainerEngine | None = None,
@@ -57,6 +72,7 @@ def create_api(settings: Settings, redis_client: redis.Redis, broker: dramatiq.B
     middleware: list = [TraceMiddleware()]
     if heartbeat is not None:
         middleware.append(_StartHeartbeat(heartbeat))
+    middleware.append(_ClaimStoredRoutes(redis_client))
     middleware.append(AuthMiddleware(tokens))
     app = falcon.App(middleware=middleware)
     app.req_options.strip_url_path_trailing_slash = True

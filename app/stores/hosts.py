@@ -15,10 +15,13 @@ keeps them in the route write's own transaction (app/stores/base.Guard).
 
 from __future__ import annotations
 
+import json
+
 import redis
 
 from app import redis as keys
 from app.errors import Conflict
+from app.models import Route
 from app.stores.base import Guard
 
 
@@ -155,3 +158,52 @@ def _rewrite(pipe, key: str, values: dict[str, int]) -> None:
     pipe.delete(key)
     if values:
         pipe.hset(key, mapping=values)
+
+
+def claim_stored_routes(client: redis.Redis) -> None:
+    """Build the claims of routes stored before claims were kept (an upgrade), once: from
+    every route, oldest first, so the first owner to have routed a host holds it, unless a
+    claim made since says otherwise. One transaction, watched against route writes; then
+    HOST_CLAIMS_BUILT says it is done and this is one EXISTS."""
+    if client.exists(keys.HOST_CLAIMS_BUILT):
+        return
+    index = keys.index("route")
+    with client.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(keys.HOST_CLAIMS_BUILT, keys.HOST_OWNERS, index)
+                if pipe.exists(keys.HOST_CLAIMS_BUILT):
+                    return
+                ids = pipe.zrange(index, 0, -1)  # scored by creation time
+                raws = pipe.mget([keys.record("route", i) for i in ids]) if ids else []
+                routes = [Route.from_record(json.loads(r)) for r in raws if r is not None]
+                holders = pipe.hgetall(keys.HOST_OWNERS)
+                pipe.multi()
+                _stage_claims(pipe, routes, holders)
+                pipe.set(keys.HOST_CLAIMS_BUILT, "1")
+                pipe.execute()
+                return
+            except redis.WatchError:
+                continue
+
+
+def _stage_claims(pipe, routes: list[Route], holders: dict[str, str]) -> None:
+    counts: dict[str, dict[str, int]] = {}
+    for route in routes:
+        per_owner = counts.setdefault(route.host, {})
+        per_owner[route.owner] = per_owner.get(route.owner, 0) + 1
+        holders.setdefault(route.host, route.owner)
+    under: dict[str, dict[str, int]] = {}
+    for host, holder in holders.items():
+        parent = parent_of(host)
+        if parent and not host.startswith("*.") and host in counts:
+            under.setdefault(parent, {})
+            under[parent][holder] = under[parent].get(holder, 0) + 1
+    holders = {h: o for h, o in holders.items() if h in counts}
+    pipe.delete(keys.HOST_OWNERS)
+    if holders:
+        pipe.hset(keys.HOST_OWNERS, mapping=holders)
+    for host, per_owner in counts.items():
+        _rewrite(pipe, keys.host_routes(host), per_owner)
+    for parent, per_owner in under.items():
+        _rewrite(pipe, keys.hosts_under(parent), per_owner)

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import pytest
 
+from app import redis as keys
 from app.errors import Conflict
 from app.models import Route, Service, fresh_fields
 from app.stores import hosts
 from app.stores.routes import RouteStore
 from app.stores.services import ServiceStore
 from proxy.routing import wildcard_of
-from tests.support.api import bearer
+from tests.support.api import Api, bearer
 from tests.support.store import snapshot
 
 TARGET = "http://127.0.0.1:9"
@@ -198,3 +199,27 @@ def test_admin_only_neighbours_stay_admin_only(world):
 @pytest.mark.parametrize("host", ["a.example.test", "x.y.example.test", "example.test", "test"])
 def test_claims_use_the_routers_wildcard_rule(host):
     assert hosts.covering_wildcard(host) == wildcard_of(host)
+
+
+def test_routes_stored_before_claims_were_kept_claim_their_hosts_once(api):
+    """An upgrade: routes whose hosts have no claim yet (as before tenancy) get them built
+    from every stored route, oldest first, before the web process answers a request."""
+    api.alice = api.token("user", "alice", "alice")
+    store = RouteStore(api.redis)
+    older = store.create(RouteStore.new("bob", {"host": "old.test", "targets": [TARGET]}))
+    store.create(RouteStore.new("alice", {"host": "old.test", "path_prefix": "/alice",
+                                          "targets": [TARGET]}), override=True)
+    store.create(RouteStore.new("bob", {"host": "b.legacy.test", "targets": [TARGET]}))
+    for host in ("old.test", "b.legacy.test"):  # as an older berth left them: no claims
+        api.redis.delete(keys.host_routes(host))
+    api.redis.delete(keys.HOST_OWNERS, keys.hosts_under("legacy.test"), keys.HOST_CLAIMS_BUILT)
+    fresh = Api(api.settings, api.redis)  # a newly started web process
+    answer = fresh.client.simulate_post("/api/v1/routes", headers=bearer(api.alice), json={
+        "host": "*.legacy.test", "targets": [TARGET]})
+    assert answer.status_code == 409, answer.text
+    answer = fresh.client.simulate_post("/api/v1/routes", headers=bearer(api.alice), json={
+        "host": "old.test", "path_prefix": "/more", "targets": [TARGET]})
+    assert answer.status_code == 409, answer.text  # bob routed old.test first
+    assert api.redis.hget(keys.HOST_OWNERS, "old.test") == older.owner
+    assert api.redis.hgetall(keys.host_routes("old.test")) == {"bob": "1", "alice": "1"}
+    assert api.redis.exists(keys.HOST_CLAIMS_BUILT)
