@@ -506,8 +506,8 @@ def check_ip(value: Any, name: str) -> str:
 def check_command(value: Any, name: str = "command") -> tuple[str, ...]:
     if not isinstance(value, list) or len(value) > 100 or not all(
             isinstance(arg, str) and len(arg) <= 4096 and "\0" not in arg for arg in value):
-        raise ValidationError(f"{name} must be a list of at most 100 arguments (strings)",
-                              field=name)
+        raise ValidationError(f"{name} must be a list of at most 100 arguments (strings "
+                              "without NUL)", field=name)
     return tuple(value)
 
 

@@ -211,7 +211,7 @@ def test_routes_cli_against_the_web_process(redis_server, redis_client, api, tmp
             f"berth: Conflict: route '{route_id}' changed since version 1 (now 2)")
         # A bad value: the API's 400, one line naming the field.
         assert_one_line_failure(run("update", route_id, "--target", "not a url"),
-                                "berth: Invalid input: targets must be an http or https URL")
+                                "berth: Invalid input: targets must be a URL of printable ASCII")
         assert_one_line_failure(run("add", "bad_host!", "--target", A),
                                 "berth: Invalid input: host must be a DNS name")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -35,6 +36,8 @@ from app.stores.services import ServiceStore
 from app.stores.tokens import TokenStore
 from app.target_policy import TargetPolicy
 
+log = logging.getLogger(__name__)
+
 
 class _StartHeartbeat:
     """Makes sure this process's heartbeat runs (cheap pid check; starts it after a fork)."""
@@ -55,9 +58,14 @@ class _ClaimStoredRoutes:
         self.done = False
 
     def process_request(self, req, resp) -> None:
-        if not self.done:
+        if self.done:
+            return
+        try:
             hosts.claim_stored_routes(self.client)
-            self.done = True
+        except redis.RedisError as ex:  # the next request tries again; this one goes on
+            log.warning("building the host claims of stored routes failed: %s", ex)
+            return
+        self.done = True
 
 
 def create_api(settings: Settings, redis_client: redis.Redis, broker: dramatiq.Broker,

@@ -23,6 +23,8 @@ from app.metrics.aggregate import UNMATCHED
 from app.metrics.query import QUANTILES, WINDOW_CHOICES
 from app.models import (
     ENV_NAME_RE,
+    HEADER_NAME_RE,
+    HEADER_VALUE_RE,
     HOST_MAX_LENGTH,
     HOST_PATTERN,
     IMAGE_RE,
@@ -101,22 +103,37 @@ _FILTER_PARAMS = [
            "Only events of this trace."),
 ]
 
+# A URL's host part as app.models.check_url wants it: present, without credentials.
+_AUTHORITY = "[^/?#@:][^/?#@]*([/?#]|$)"
+
+# A path as app.models.check_path_prefix takes it: printable ASCII but for ? # and \, and
+# no dot segments.
+_PLAIN_PATH = {"type": "string", "maxLength": 1024,
+               "pattern": r"^(?!.*/\.\.?(/|$))/[\x21\x22\x24-\x3e\x40-\x5b\x5d-\x7e]*$"}
+# Header rules: name -> value to set, or null to remove (app.models.check_headers).
+_HEADER_RULES = {"type": "object", "maxProperties": 50,
+                 "propertyNames": {"pattern": HEADER_NAME_RE.pattern},
+                 "additionalProperties": {"anyOf": [
+                     {"type": "string", "pattern": HEADER_VALUE_RE.pattern}, {"type": "null"}]}}
+
 _ROUTE_FIELDS = {
     "host": {**_HOST, "pattern": WILDCARD_HOST_PATTERN,
              "description": "Exact hostname or `*.domain` (IDNA-normalised)."},
     "targets": {"type": "array", "minItems": 1, "maxItems": 32,
-                "items": {"type": "string", "format": "uri", "pattern": "^https?://"}},
-    "path_prefix": {"type": "string", "pattern": "^/", "default": "/"},
+                "items": {"type": "string", "format": "uri",
+                          "pattern": "^https?://" + _AUTHORITY}},
+    "path_prefix": {**_PLAIN_PATH, "default": "/"},
     "strip_prefix": {"type": "boolean"},
     "preserve_host": {"type": "boolean"},
-    "request_headers": {"type": "object", "maxProperties": 50,
-                        "additionalProperties": {"type": ["string", "null"]}},
-    "response_headers": {"type": "object", "maxProperties": 50,
-                         "additionalProperties": {"type": ["string", "null"]}},
+    "request_headers": _HEADER_RULES,
+    "response_headers": _HEADER_RULES,
     "https_redirect": {"type": "string", "enum": ["auto", "always", "never"]},
     "hsts": {"type": "boolean"},
     "auth": {"type": "object", "required": ["type"],
-             "properties": {"type": {"type": "string", "enum": ["none", "token", "basic"]}}},
+             "properties": {"type": {"type": "string", "enum": ["none", "token", "basic"]},
+                            "scope": {"type": "string", "enum": list(SCOPES)},
+                            "users": {"type": "array", "items": {"type": "string"},
+                                      "description": "The user names; hashes are not shown."}}},
     "max_body_bytes": {"type": "integer", "minimum": 0, "maximum": ROUTE_MAX_BODY_BYTES,
                        "description": "0: no limit."},
     "auto_certificate": {"type": "boolean",
@@ -124,6 +141,27 @@ _ROUTE_FIELDS = {
                                         "covers it, else a new one (`auto-<host>`) whose "
                                         "issuance is enqueued. Not for wildcard hosts (400)."},
 }
+_AUTH_INPUT = {"oneOf": [
+    {"type": "object", "required": ["type"],
+     "properties": {"type": {"const": "none"}}},
+    {"type": "object", "required": ["type"],
+     "properties": {"type": {"const": "token"},
+                    "scope": {"type": "string", "enum": list(SCOPES), "default": "user"}}},
+    {"type": "object", "required": ["type", "users"],
+     "properties": {"type": {"const": "basic"},
+                    "users": {"type": "object", "minProperties": 1, "maxProperties": 100,
+                              "propertyNames": {"pattern": r"^[^:\s]{1,64}$"},
+                              "additionalProperties": {
+                                  "type": "string",
+                                  "pattern": r"^\$(2[aby]|argon2(id|i|d))\$"}}}}],
+    "description": "Who may pass: anyone (`none`), a berth token of at least `scope` (`token`), "
+                   "or `basic` users with bcrypt or argon2 hashes."}
+# What a route create or update may say; the same rules as app.models.check_route_auth.
+_ROUTE_INPUT = {**_ROUTE_FIELDS, "auth": _AUTH_INPUT}
+# auto_certificate true asks for an HTTP-01 certificate, which a wildcard host cannot have.
+_NO_WILDCARD_CERTIFICATE = {"not": {"required": ["host", "auto_certificate"],
+                                    "properties": {"host": {"pattern": r"^\*\."},
+                                                   "auto_certificate": {"const": True}}}}
 
 _TENANCY = ("A hostname belongs to the first owner to route it until its last route goes: "
             "another owner's host, a path under it or a wildcard covering it (or a wildcard "
@@ -151,10 +189,12 @@ _SCHEMAS = {
     "RouteList": {"type": "object", "required": ["items"],
                   "properties": {"items": {"type": "array", "items": _ref("Route")}}},
     "RouteCreate": {"type": "object", "additionalProperties": False,
-                    "required": ["host", "targets"], "properties": _ROUTE_FIELDS},
+                    "required": ["host", "targets"], "properties": _ROUTE_INPUT,
+                    **_NO_WILDCARD_CERTIFICATE},
     "RoutePatch": {"type": "object", "additionalProperties": False, "required": ["version"],
-                   "properties": {"version": _VERSION,
-                                  **_ROUTE_FIELDS}},
+                   "minProperties": 2,  # the version and at least one change
+                   "properties": {"version": _VERSION, **_ROUTE_INPUT},
+                   **_NO_WILDCARD_CERTIFICATE},
     "Error": {
         "type": "object",
         "required": ["title", "description"],
@@ -493,7 +533,8 @@ _CERTIFICATE_FIELDS = {
                 "description": "Exact hostnames (IDNA-normalised); no wildcards, which "
                                "HTTP-01 cannot validate."},
     "directory": {"anyOf": [{"type": "string", "enum": list(Certificate.DIRECTORIES)},
-                            {"type": "string", "format": "uri", "pattern": "^https://"}],
+                            {"type": "string", "format": "uri",
+                             "pattern": "^https://" + _AUTHORITY}],
                   "description": "Let's Encrypt's `production` or `staging`, or the https "
                                  "URL of an ACME directory. Default: BERTH_ACME_DIRECTORY."},
     "key_type": {"type": "string", "enum": list(KEY_TYPES),
@@ -505,10 +546,12 @@ _SERVICE_FIELDS = {
     "port": {"type": "integer", "minimum": 1, "maximum": 65535,
              "description": "The port the container listens on."},
     "hostname": {**_HOST, "description": "Default: `<name>.` + BASE_DOMAIN."},
-    "command": {"type": "array", "maxItems": 100, "items": {"type": "string", "maxLength": 4096}},
+    "command": {"type": "array", "maxItems": 100,
+                "items": {"type": "string", "maxLength": 4096, "pattern": "^[^\\x00]*$"}},
     "env": {"type": "object", "maxProperties": 200,
             "propertyNames": {"pattern": ENV_NAME_RE.pattern},
-            "additionalProperties": {"type": "string", "maxLength": 32768}},
+            "additionalProperties": {"type": "string", "maxLength": 32768,
+                                     "pattern": "^[^\\x00]*$"}},
     "replicas": {"type": "integer", "minimum": 1, "maximum": Service.MAX_REPLICAS},
     "memory_mb": {"type": "integer", "minimum": 0, "maximum": 1 << 20,
                   "not": {"minimum": 1, "maximum": 5},
@@ -526,9 +569,10 @@ _SERVICE_FIELDS = {
                                              "default": 2},
                               "timeout_s": {"type": "integer", "minimum": 1, "maximum": 60,
                                             "default": 2}}},
-    "bind": {"type": "string", "description": "The host address container ports are "
-                                              "published on (an IP address).",
-             "default": "127.0.0.1"},
+    "bind": {"anyOf": [{"type": "string", "format": "ipv4"},
+                       {"type": "string", "format": "ipv6"}],
+             "description": "The host address container ports are published on (an IP "
+                            "address).", "default": "127.0.0.1"},
 }
 
 _METRIC_SUMMARY = {

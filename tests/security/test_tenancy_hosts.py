@@ -6,15 +6,17 @@ explicitly. Every refusal leaves the store as it was and names nothing of the ho
 from __future__ import annotations
 
 import pytest
+from falcon.testing import TestClient
 
 from app import redis as keys
+from app.api import create_api
 from app.errors import Conflict
 from app.models import Route, Service, fresh_fields
 from app.stores import hosts
 from app.stores.routes import RouteStore
 from app.stores.services import ServiceStore
 from proxy.routing import wildcard_of
-from tests.support.api import Api, bearer
+from tests.support.api import bearer
 from tests.support.store import snapshot
 
 TARGET = "http://127.0.0.1:9"
@@ -213,11 +215,11 @@ def test_routes_stored_before_claims_were_kept_claim_their_hosts_once(api):
     for host in ("old.test", "b.legacy.test"):  # as an older berth left them: no claims
         api.redis.delete(keys.host_routes(host))
     api.redis.delete(keys.HOST_OWNERS, keys.hosts_under("legacy.test"), keys.HOST_CLAIMS_BUILT)
-    fresh = Api(api.settings, api.redis)  # a newly started web process
-    answer = fresh.client.simulate_post("/api/v1/routes", headers=bearer(api.alice), json={
+    fresh = TestClient(create_api(api.settings, api.redis, api.broker))  # a new web process
+    answer = fresh.simulate_post("/api/v1/routes", headers=bearer(api.alice), json={
         "host": "*.legacy.test", "targets": [TARGET]})
     assert answer.status_code == 409, answer.text
-    answer = fresh.client.simulate_post("/api/v1/routes", headers=bearer(api.alice), json={
+    answer = fresh.simulate_post("/api/v1/routes", headers=bearer(api.alice), json={
         "host": "old.test", "path_prefix": "/more", "targets": [TARGET]})
     assert answer.status_code == 409, answer.text  # bob routed old.test first
     assert api.redis.hget(keys.HOST_OWNERS, "old.test") == older.owner

@@ -8,6 +8,7 @@ import falcon.testing
 
 from app.api import create_api
 from app.events import Publisher
+from app.stores import hosts
 from app.stores.tokens import TokenStore
 from tests.support.policy import LOOPBACK_ALLOWED
 from tests.support.procs import VENV_BIN, Proc, free_port, wait_for_port
@@ -29,6 +30,9 @@ class Api:
         self.tokens = TokenStore(redis_client)
         self.app = create_api(settings, redis_client, self.broker, self.publisher, **options)
         self.client = falcon.testing.TestClient(self.app)
+        # What a started web process has done before its first answer (app/api/app.py,
+        # _ClaimStoredRoutes) is not what a test's first request changes.
+        hosts.claim_stored_routes(redis_client)
         self.admin = self.token("admin", "admin", "root")
 
     def token(self, scope: str = "user", owner: str = "alice", name: str = "t") -> str:
