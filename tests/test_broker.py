@@ -83,3 +83,48 @@ def test_an_idle_consumer_wakes_when_a_message_is_sent(settings, redis_client):
     finally:
         consumer.close()
         broker.close()
+
+
+def test_a_dead_workers_messages_are_requeued_after_the_heartbeat_timeout(settings,
+                                                                          redis_client):
+    """What redelivery after a worker's SIGKILL relies on in Dramatiq 2.2's Redis broker: a
+    broker whose calls stopped for heartbeat_timeout is dead, and another broker's fetch (with
+    maintenance_chance) moves what the dead one fetched and never acknowledged back to the
+    queue. Fails if Dramatiq stops honouring either option."""
+    from workers.broker import create_broker
+
+    fast = settings.__class__.from_env({}, redis_url=settings.redis_url,
+                                       worker_heartbeat_timeout_ms=1000,
+                                       worker_maintenance_chance=1_000_000)
+    dead, alive = create_broker(fast), create_broker(fast)
+    assert alive.heartbeat_timeout == 1000 and alive.maintenance_chance == 1_000_000
+    for broker in (dead, alive):
+        broker.declare_queue("requeue-test")
+    sent = dead.enqueue(dramatiq.Message(queue_name="requeue-test", actor_name="noop",
+                                         args=(), kwargs={}, options={}))
+    try:
+        fetched = dead.do_fetch("requeue-test", 1)  # held, and never acknowledged: it "dies"
+        assert len(fetched) == 1
+        started = time.monotonic()
+        got = []
+        while not got and time.monotonic() - started < 10:
+            got = alive.do_fetch("requeue-test", 1)
+            time.sleep(0.05)
+        waited = time.monotonic() - started
+        assert got, "the dead broker's message was never requeued"
+        assert dramatiq.Message.decode(got[0]).message_id == sent.message_id
+        assert waited >= 0.9  # not before the dead broker's heartbeat timed out
+    finally:
+        dead.close()
+        alive.close()
+
+
+def test_the_broker_has_berths_redelivery_options(settings):
+    from workers.broker import create_broker
+
+    broker = create_broker(settings)
+    try:
+        assert broker.heartbeat_timeout == settings.worker_heartbeat_timeout_ms == 10_000
+        assert broker.maintenance_chance == settings.worker_maintenance_chance
+    finally:
+        broker.close()
