@@ -3,9 +3,8 @@ the webhook receiver once. Two real consumers share the groups, a real worker de
 real HTTP receiver on loopback counts the POSTs of each delivery id (X-Berth-Delivery).
 
 500 services fail and recover: up to 1,000 transitions (alert_fired, alert_resolved). Three
-times a
-consumer is frozen while it holds webhook entries it read and has not acknowledged; the other
-claims them (after BERTH_CONSUMER_CLAIM_IDLE_MS) and applies them; the frozen one is then
+times a consumer is frozen while it holds webhook entries it read and has not acknowledged;
+the other claims them (after BERTH_CONSUMER_CLAIM_IDLE_MS) and applies them; the frozen one is then
 resumed and finishes its batch, whose commit finds the entries gone and stages nothing.
 """
 
