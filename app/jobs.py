@@ -62,8 +62,13 @@ ALERT_JOBS = (DELIVER_WEBHOOK, WEBHOOK_EXHAUSTED)
 ALL_JOBS: tuple[Job, ...] = (TRIM_STREAMS, *CERTIFICATE_JOBS, *SERVICE_JOBS, *ALERT_JOBS)
 
 
+def message(job: Job, *, message_id: str | None = None, **kwargs) -> dramatiq.Message:
+    """The message of `job` with keyword arguments, carrying the current trace id."""
+    extra = {"message_id": message_id} if message_id else {}
+    return dramatiq.Message(queue_name=job.queue_name, actor_name=job.actor_name, args=(),
+                            kwargs=kwargs, options={"trace_id": get_trace_id()}, **extra)
+
+
 def enqueue(broker: dramatiq.Broker, job: Job, **kwargs) -> dramatiq.Message:
     """Send `job` with keyword arguments, carrying the current trace id."""
-    message = dramatiq.Message(queue_name=job.queue_name, actor_name=job.actor_name, args=(),
-                               kwargs=kwargs, options={"trace_id": get_trace_id()})
-    return broker.enqueue(message)
+    return broker.enqueue(message(job, **kwargs))

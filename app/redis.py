@@ -131,8 +131,14 @@ def expiry_warnings(certificate_id: str) -> str:
 
 
 def scheduler_leader() -> str:
-    """The scheduler leader lock (value: the leader's instance id, with an expiry)."""
+    """The scheduler leader lease (value: "<fencing token>:<leader's instance id>", with an
+    expiry; app/locks.py FencedLease)."""
     return lock("scheduler-leader")
+
+
+def scheduler_leader_fence() -> str:
+    """Counter of scheduler leadership terms: INCR gives each new leader its fencing token."""
+    return lock("scheduler-leader:fence")
 
 
 # -- metrics (the consumer writes them, the API and /metrics read them) -------------------------

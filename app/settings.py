@@ -213,6 +213,23 @@ class Settings:
     worker_max_retries: int = _setting(
         "BERTH_WORKER_MAX_RETRIES", "5", _int_range(0, 100), "Retries of a failed actor."
     )
+    worker_heartbeat_timeout_ms: int = _setting(
+        "BERTH_WORKER_HEARTBEAT_TIMEOUT_MS",
+        "10000",
+        _int_range(1000, 3_600_000),
+        "A worker that sent Redis nothing for this long is dead: its unacknowledged messages "
+        "go back to their queue (Dramatiq's heartbeat_timeout; Dramatiq's default is 60000). "
+        "A live worker's consumers reach Redis every dramatiq_worker_timeout (100 ms in the "
+        "Procfile), so this only has to outlast a stall.",
+    )
+    worker_maintenance_chance: int = _setting(
+        "BERTH_WORKER_MAINTENANCE_CHANCE",
+        "250000",
+        _int_range(1, 1_000_000),
+        "Per million broker calls (each consumer fetches every dramatiq_worker_timeout), how "
+        "many also requeue the messages of dead workers (Dramatiq's maintenance_chance; its "
+        "default, 1000, takes minutes on an idle broker). 250000: one fetch in four.",
+    )
     heartbeat_stale_s: int = _setting(
         "BERTH_HEARTBEAT_STALE_S",
         "30",
@@ -399,9 +416,10 @@ class Settings:
     )
     scheduler_lock_ttl_s: int = _setting(
         "BERTH_SCHEDULER_LOCK_TTL_S",
-        "30",
+        "3",
         _int_range(2, 3600),
-        "Expiry of the scheduler leader lock; the leader refreshes it every third of this.",
+        "Expiry of the scheduler leader lease; every replica takes or extends it every quarter "
+        "of this, so a dead leader is replaced within 1.25 times this.",
     )
 
     docker_host: str = _setting(

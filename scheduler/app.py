@@ -1,11 +1,17 @@
 """The scheduler process: APScheduler 3.x triggering time-driven jobs on one leader.
 
 Every replica runs the same APScheduler with the same jobs; a job body runs only on the
-leader. Leadership is a Redis key set with NX and an expiry (`scheduler_lock_ttl_s`) holding
-the leader's instance id; every replica tries to take or extend it every third of that, so a
-dead leader is replaced within one expiry. On becoming leader a replica runs every job at once
-(the start-up run), then on each job's interval. Each run has its own trace id, carried by the
-messages it enqueues and the events it publishes.
+leader. Leadership is a fenced lease (app/locks.py FencedLease) with an expiry
+(`scheduler_lock_ttl_s`, 3 s) holding a fencing token and the leader's instance id; every
+replica tries to take or extend it every quarter of that, so a dead leader is replaced within
+1.25 expiries (under 4 s). On becoming leader a replica runs every job at once (the start-up
+run), then on each job's interval.
+
+A job runs under the Fence of the term it started in, and checks it in Redis before each
+effect (inside the script that writes, where the effect is a Redis write): a leader that was
+paused or cut off past its expiry and replaced does nothing when it wakes, whatever it still
+believes. Each run has its own trace id, carried by the messages it enqueues and the events
+it publishes.
 """
 
 from __future__ import annotations
@@ -24,46 +30,31 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from app import redis as keys
 from app.events import Publisher
 from app.heartbeat import Heartbeat, instance_name
+from app.locks import Fence, FencedLease, LeaseLost
 from app.settings import Settings
 from app.tracing import trace_context
 from scheduler.jobs import SchedulerJobs
 
 log = logging.getLogger(__name__)
 
-# Take the key when free, or extend it when it is ours: 1 when we lead afterwards.
-_LEAD = """
-local holder = redis.call('GET', KEYS[1])
-if holder == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-if not holder then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-"""
-_RESIGN = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
-
 class Leadership:
+    """The scheduler's lease: `try_lead()` takes or extends it; `fence` is the current term's
+    (None while another replica leads)."""
+
     def __init__(self, client: redis.Redis, ttl_s: float, instance: str | None = None):
-        self.client = client
-        self.ttl_ms = int(ttl_s * 1000)
         self.instance = instance or f"{instance_name()}:{secrets.token_hex(4)}"
-        self._lead = client.register_script(_LEAD)
-        self._resign = client.register_script(_RESIGN)
+        self.lease = FencedLease(client, keys.scheduler_leader(), keys.scheduler_leader_fence(),
+                                 self.instance, ttl_s=ttl_s)
+        self.fence: Fence | None = None
 
     def try_lead(self) -> bool:
-        return bool(self._lead(keys=[keys.scheduler_leader()], args=[self.instance, self.ttl_ms]))
+        self.fence = self.lease.take()
+        return self.fence is not None
 
     def resign(self) -> None:
-        self._resign(keys=[keys.scheduler_leader()], args=[self.instance])
+        if self.fence is not None:
+            self.lease.release(self.fence)
+            self.fence = None
 
 
 class Scheduler:
@@ -94,7 +85,7 @@ class Scheduler:
             self.aps.add_job(self._as_leader(name, fn), "interval", seconds=interval_s,
                              id=name, name=name)
         self.aps.add_job(self._elect, "interval",
-                         seconds=max(1, self.settings.scheduler_lock_ttl_s / 3),
+                         seconds=max(0.5, self.settings.scheduler_lock_ttl_s / 4),
                          id="leadership", name="leadership", next_run_time=now)
         if self.heartbeat is not None:
             self.heartbeat.ensure_started()
@@ -119,6 +110,7 @@ class Scheduler:
             leading = self.leadership.try_lead()
         except redis.RedisError as ex:
             log.warning("leader election: Redis unreachable (%s); not leading", ex)
+            self.leadership.fence = None
             leading = False
         if leading and not self.is_leader:
             log.info("scheduler %s is the leader; running every job now",
@@ -133,13 +125,17 @@ class Scheduler:
             self.is_leader = False
             self.became_leader.clear()
 
-    def _as_leader(self, name: str, fn: Callable) -> Callable[[], None]:
+    def _as_leader(self, name: str, fn: Callable[[Fence], object]) -> Callable[[], None]:
         def run() -> None:
-            if not self.is_leader:
+            fence = self.leadership.fence  # this run's term, checked in Redis by the job
+            if fence is None:
                 return
             with trace_context(None):
                 try:
-                    fn()
+                    fn(fence)
+                except LeaseLost as ex:
+                    log.warning("scheduler job %s stopped: no longer the leader (%s)", name, ex)
+                    return
                 except redis.RedisError as ex:
                     log.warning("scheduler job %s: Redis unreachable (%s)", name, ex)
                 except Exception:

@@ -20,6 +20,7 @@ from app.jobs import (
     Job,
     enqueue,
 )
+from app.locks import FENCE_CHECK, Fence, LeaseLost, Unfenced
 from app.models import Certificate
 from app.settings import Settings
 from app.stores.certificates import CertificateStore
@@ -34,16 +35,24 @@ GUARD_TTL_S = 3600
 PENDING_GRACE_S = 60
 
 # Marks thresholds as sent for a serial; returns those not sent before (atomic, so even two
-# leaders during a split never both announce the same threshold).
-_MARK_SENT = """
+# leaders during a split never both announce the same threshold), or false, marking nothing,
+# when the run's leadership term is over. KEYS: lease, warnings hash; ARGV: fence value,
+# serial, thresholds.
+_MARK_SENT = FENCE_CHECK + """
 local fresh = {}
-for i = 2, #ARGV do
-  if redis.call('HGET', KEYS[1], ARGV[i]) ~= ARGV[1] then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[1])
+for i = 3, #ARGV do
+  if redis.call('HGET', KEYS[2], ARGV[i]) ~= ARGV[2] then
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[2])
     table.insert(fresh, ARGV[i])
   end
 end
 return fresh
+"""
+# The queued-renewal guard, set only while the run's term lasts: 1 set, 0 already set, false
+# when the term is over. KEYS: lease, guard; ARGV: fence value, actor name, ttl s.
+_GUARD = FENCE_CHECK + """
+if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'EX', ARGV[3]) then return 1 end
+return 0
 """
 
 
@@ -71,6 +80,7 @@ class SchedulerJobs:
         self.clock = clock
         self.store = CertificateStore(client)
         self._mark_sent = client.register_script(_MARK_SENT)
+        self._guard = client.register_script(_GUARD)
 
     def certificates(self) -> Iterator[Certificate]:
         offset = 0
@@ -81,8 +91,12 @@ class SchedulerJobs:
                 return
             offset += PAGE
 
-    def renewal_scan(self) -> list[str]:
+    # Each job runs under `fence`, its leadership term (scheduler/app.py), and raises
+    # LeaseLost, doing nothing more, once the term is over. Unfenced: called outside a lease.
+
+    def renewal_scan(self, fence: Fence | None = None) -> list[str]:
         """Enqueue renew (or issue) for every certificate that needs it; returns their ids."""
+        fence = fence or Unfenced()
         now = self.clock()
         stale_order_s = 2 * self.settings.acme_timeout_s + self.settings.acme_lock_ttl_s
         enqueued = []
@@ -90,8 +104,11 @@ class SchedulerJobs:
             job = due_job(cert, now, stale_order_s)
             if job is None:
                 continue
-            if not self.redis.set(keys.certificate_job_guard(cert.id), job.actor_name,
-                                  nx=True, ex=GUARD_TTL_S):
+            guarded = self._guard(keys=[fence.key, keys.certificate_job_guard(cert.id)],
+                                  args=[fence.value, job.actor_name, GUARD_TTL_S])
+            if guarded is None:
+                raise LeaseLost(f"renewal scan: the term of token {fence.token} is over")
+            if not guarded:
                 continue  # already queued by an earlier scan
             enqueue(self.broker, job, certificate=cert.id)
             enqueued.append(cert.id)
@@ -99,10 +116,11 @@ class SchedulerJobs:
             log.info("renewal scan enqueued %d: %s", len(enqueued), ", ".join(enqueued[:20]))
         return enqueued
 
-    def expiry_warnings(self) -> list[tuple[str, int]]:
+    def expiry_warnings(self, fence: Fence | None = None) -> list[tuple[str, int]]:
         """Publish expiring_soon once per threshold per certificate (per serial: a renewed
         certificate starts over). Crossing several thresholds at once sends one event, for
         the nearest. Returns (certificate, threshold) sent."""
+        fence = fence or Unfenced()
         now = self.clock()
         thresholds = self.settings.expiry_warn_days
         sent = []
@@ -113,8 +131,10 @@ class SchedulerJobs:
             crossed = [t for t in thresholds if days_left <= t]
             if not crossed:
                 continue
-            fresh = self._mark_sent(keys=[keys.expiry_warnings(cert.id)],
-                                    args=[cert.serial, *crossed])
+            fresh = self._mark_sent(keys=[fence.key, keys.expiry_warnings(cert.id)],
+                                    args=[fence.value, cert.serial, *crossed])
+            if fresh is None:
+                raise LeaseLost(f"expiry warnings: the term of token {fence.token} is over")
             if not fresh:
                 continue
             threshold = min(int(t) for t in fresh)
@@ -128,9 +148,11 @@ class SchedulerJobs:
             sent.append((cert.id, threshold))
         return sent
 
-    def trim_streams(self) -> None:
+    def trim_streams(self, fence: Fence | None = None) -> None:
+        (fence or Unfenced()).check()  # a Dramatiq enqueue cannot join a script: just before
         enqueue(self.broker, TRIM_STREAMS)
 
-    def reconcile_services(self) -> None:
+    def reconcile_services(self, fence: Fence | None = None) -> None:
         """The worker lists every service and container and queues one repair per service."""
+        (fence or Unfenced()).check()
         enqueue(self.broker, RECONCILE_SERVICES)

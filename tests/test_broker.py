@@ -10,7 +10,7 @@ from dramatiq import Worker
 from app import redis as keys
 from app.events import Event
 from app.jobs import TRIM_STREAMS, enqueue
-from app.tracing import trace_context
+from app.tracing import get_trace_id, trace_context
 from workers.app import create_worker
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -82,4 +82,104 @@ def test_an_idle_consumer_wakes_when_a_message_is_sent(settings, redis_client):
         assert redis_client.llen(keys.dramatiq_wake("wake-test")) == 0  # the token was used
     finally:
         consumer.close()
+        broker.close()
+
+
+def test_a_dead_workers_messages_are_requeued_after_the_heartbeat_timeout(settings,
+                                                                          redis_client):
+    """What redelivery after a worker's SIGKILL relies on in Dramatiq 2.2's Redis broker: a
+    broker whose calls stopped for heartbeat_timeout is dead, and another broker's fetch (with
+    maintenance_chance) moves what the dead one fetched and never acknowledged back to the
+    queue. Fails if Dramatiq stops honouring either option."""
+    from workers.broker import create_broker
+
+    fast = settings.__class__.from_env({}, redis_url=settings.redis_url,
+                                       worker_heartbeat_timeout_ms=1000,
+                                       worker_maintenance_chance=1_000_000)
+    dead, alive = create_broker(fast), create_broker(fast)
+    assert alive.heartbeat_timeout == 1000 and alive.maintenance_chance == 1_000_000
+    for broker in (dead, alive):
+        broker.declare_queue("requeue-test")
+    sent = dead.enqueue(dramatiq.Message(queue_name="requeue-test", actor_name="noop",
+                                         args=(), kwargs={}, options={}))
+    try:
+        fetched = dead.do_fetch("requeue-test", 1)  # held, and never acknowledged: it "dies"
+        assert len(fetched) == 1
+        started = time.monotonic()
+        got = []
+        while not got and time.monotonic() - started < 10:
+            got = alive.do_fetch("requeue-test", 1)
+            time.sleep(0.05)
+        waited = time.monotonic() - started
+        assert got, "the dead broker's message was never requeued"
+        assert dramatiq.Message.decode(got[0]).message_id == sent.message_id
+        assert waited >= 0.9  # not before the dead broker's heartbeat timed out
+    finally:
+        dead.close()
+        alive.close()
+
+
+def test_the_broker_has_berths_redelivery_options(settings):
+    from workers.broker import create_broker
+
+    broker = create_broker(settings)
+    try:
+        assert broker.heartbeat_timeout == settings.worker_heartbeat_timeout_ms == 10_000
+        assert broker.maintenance_chance == settings.worker_maintenance_chance
+    finally:
+        broker.close()
+
+
+def test_a_staged_message_is_stored_as_dramatiq_stores_one_and_a_worker_runs_it(
+        settings, redis_client):
+    """stage_message writes Dramatiq 2.2's private layout (the webhook handler relies on it
+    to enqueue in the consumer's commit script): the same keys and shapes as
+    RedisBroker.enqueue, and a real worker runs the staged message, once, with its trace."""
+    from workers.broker import create_broker, stage_message
+
+    broker = create_broker(settings)
+    broker.flush_all()
+    ran: list = []
+
+    def staged_noop(n):
+        ran.append((n, get_trace_id()))
+
+    dramatiq.actor(staged_noop, broker=broker, queue_name="stage-test")
+    try:
+        sent = broker.enqueue(dramatiq.Message(queue_name="stage-test", actor_name="staged_noop",
+                                               args=(0,), kwargs={}, options={}))
+        layout_enqueued = {k: redis_client.type(k) for k in redis_client.scan_iter("*stage-test*")}
+        rid = sent.options["redis_message_id"]
+        assert redis_client.lrange(keys.dramatiq_queue("stage-test"), 0, -1) == [rid]
+        assert redis_client.hkeys(keys.dramatiq_messages("stage-test")) == [rid]
+        broker.flush("stage-test")
+        redis_client.delete(keys.dramatiq_wake("stage-test"))
+
+        pipe = redis_client.pipeline(transaction=True)
+        with trace_context(TRACE):
+            staged = stage_message(pipe, broker, dramatiq.Message(
+                queue_name="stage-test", actor_name="staged_noop", args=(1,), kwargs={},
+                options={}, message_id="fixed-id"))
+        assert not redis_client.exists(keys.dramatiq_queue("stage-test"))  # not before EXEC
+        pipe.execute()
+        layout_staged = {k: redis_client.type(k) for k in redis_client.scan_iter("*stage-test*")}
+        assert layout_staged == layout_enqueued
+        rid = staged.options["redis_message_id"]
+        assert redis_client.lrange(keys.dramatiq_queue("stage-test"), 0, -1) == [rid]
+        stored = redis_client.hget(keys.dramatiq_messages("stage-test"), rid)
+        assert dramatiq.Message.decode(stored.encode()) == staged
+
+        worker = Worker(broker, worker_threads=1, worker_timeout=100)
+        worker.start()
+        try:
+            wait = time.monotonic() + 10
+            while not ran and time.monotonic() < wait:
+                time.sleep(0.02)
+            broker.join("stage-test", timeout=5000)
+        finally:
+            worker.stop()
+        assert ran == [(1, TRACE)]  # TraceMiddleware read the staged trace id
+        assert staged.message_id == "fixed-id"
+        assert not redis_client.exists(keys.dramatiq_messages("stage-test"))  # acknowledged
+    finally:
         broker.close()

@@ -10,6 +10,7 @@ import pytest
 from app import redis as keys
 from app.events import Event, Publisher
 from app.jobs import RECONCILE_SERVICES
+from app.locks import LeaseLost
 from app.models import Certificate, fresh_fields
 from app.stores.certificates import CertificateStore
 from scheduler.app import Leadership, create_scheduler
@@ -127,13 +128,63 @@ def test_one_leader_among_replicas_and_takeover(redis_client):
     first = Leadership(redis_client, ttl_s=1, instance="first")
     second = Leadership(redis_client, ttl_s=1, instance="second")
     assert first.try_lead() and not second.try_lead()
-    assert first.try_lead()  # the leader extends its lease
-    assert redis_client.get(keys.scheduler_leader()) == "first"
-    # The leader dies (stops extending): after the expiry another replica takes over.
+    assert first.try_lead()  # the leader extends its lease, in the same term
+    assert redis_client.get(keys.scheduler_leader()) == "1:first"
+    assert first.fence.token == 1
+    # The leader dies (stops extending): after the expiry another replica takes over, in a
+    # new term with a higher fencing token.
     wait_until(second.try_lead, timeout=5, what="takeover")
-    assert not first.try_lead()
+    assert second.fence.token == 2
+    assert not first.try_lead() and first.fence is None
     second.resign()
-    assert first.try_lead()
+    assert first.try_lead() and first.fence.token == 3
+
+
+def test_a_job_of_a_deposed_leader_does_nothing(env, redis_client):
+    """A leader paused past its lease (a GC pause, a frozen VM, cut off from Redis) wakes up
+    and runs a job under its old term, believing it still leads: its fence, checked in Redis,
+    stops the job before it enqueues, marks or publishes anything."""
+    jobs, store, clock = env
+    active(store, "due", not_after=clock.now + 10 * DAY, renew_after=clock.now - 1)
+    old = Leadership(redis_client, ttl_s=0.2, instance="old")
+    new = Leadership(redis_client, ttl_s=5, instance="new")
+    assert old.try_lead()
+    stale = old.fence
+    wait_until(new.try_lead, timeout=5, what="takeover")
+    assert new.fence.token > stale.token
+    for job in (jobs.renewal_scan, jobs.expiry_warnings, jobs.trim_streams,
+                jobs.reconcile_services):
+        with pytest.raises(LeaseLost):
+            job(stale)
+    assert queued(redis_client, "certificates") == []
+    assert queued(redis_client, "maintenance") == [] and queued(redis_client, "services") == []
+    assert not redis_client.exists(keys.certificate_job_guard("due"))
+    assert not redis_client.exists(keys.expiry_warnings("due"))
+    assert events(redis_client, jobs.publisher, "expiring_soon") == []
+    # The same jobs under the current term do their work.
+    assert jobs.renewal_scan(new.fence) == ["due"]
+    assert [t for _c, t in jobs.expiry_warnings(new.fence)] == [14]
+    jobs.trim_streams(new.fence)
+    assert {m["actor"] for m in queued(redis_client, "maintenance")} == {"trim_streams"}
+
+
+def test_a_scheduler_whose_term_ended_skips_its_jobs(settings, redis_client):
+    """The check is the lease in Redis, not the replica's own idea of leading."""
+    broker = create_broker(settings)
+    broker.flush_all()
+    publisher = Publisher(redis_client, flush_ms=10)
+    scheduler = create_scheduler(settings, redis_client, broker, publisher, heartbeat=False)
+    try:
+        assert scheduler.leadership.try_lead()
+        scheduler.is_leader = True
+        redis_client.set(keys.scheduler_leader(), "99:someone-else")  # taken over meanwhile
+        run = scheduler._as_leader("trim_streams", scheduler.jobs.trim_streams)
+        run()
+        assert queued(redis_client, "maintenance") == []
+        assert "trim_streams" not in scheduler.runs
+    finally:
+        publisher.close(timeout=2)
+        broker.close()
 
 
 def test_scheduler_runs_every_job_at_start_up_on_the_leader_only(settings, redis_client):
