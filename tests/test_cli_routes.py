@@ -213,7 +213,8 @@ def test_routes_cli_against_the_web_process(redis_server, redis_client, api, tmp
         assert_one_line_failure(run("update", route_id, "--target", "not a url"),
                                 "berth: Invalid input: targets must be an http or https URL")
         assert_one_line_failure(run("add", "bad_host!", "--target", A),
-                                "berth: Invalid input: host is not a valid hostname")
+                                "berth: Invalid input: host 'bad_host!' is not a valid DNS "
+                                "name: use letters")
 
         removed = run("rm", route_id)
         assert removed.returncode == 0 and removed.stdout.startswith(f"removed route {route_id}")
