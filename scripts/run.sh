@@ -194,6 +194,16 @@ else
   redis_note="from REDIS_URL"
 fi
 
+# Services need a container engine; say once, with the fix, when none answers.
+engine="${DOCKER_HOST:-unix:///var/run/docker.sock}"
+if "$VENV_BIN/python" -c 'import sys, docker; docker.DockerClient(base_url=sys.argv[1], timeout=3).ping()' \
+  "$engine" >/dev/null 2>&1; then
+  engine_note="$engine"
+else
+  engine_note="none answers at $engine: 'berth services' will fail until one does; start one with"
+  engine_note+=" 'sudo systemctl start docker' (Debian: apt-get install docker.io), or set DOCKER_HOST"
+fi
+
 # Creates the admin token on first run and prints it once; later runs print no secret.
 "$VENV_BIN/python" -m app.admin ensure-token --path "$TOKEN_PATH"
 
@@ -223,6 +233,7 @@ if has_process proxy-tls; then
   echo "  proxy TLS  https://127.0.0.1:${BERTH_HTTPS_PORT:-8443}"
 fi
 echo "  redis      $redis_note"
+echo "  engine     $engine_note"
 echo "  CLI        BERTH_TOKEN=\$(cat $TOKEN_PATH) ./berth status"
 echo "  processes  $ctl status"
 echo "  logs       $LOG_DIR/<process>.log (tail -F $LOG_DIR/*.log)"
