@@ -73,8 +73,13 @@ def check_hostname(value: Any, name: str = "host", *, wildcard: bool = False) ->
             + (", optionally after '*.'" if wildcard else ""), field=name)
     try:
         ascii_host = idna.encode(host, uts46=True).decode("ascii")
-    except idna.IDNAError as ex:
-        raise ValidationError(f"{name} is not a valid hostname: {ex}", field=name) from None
+    except idna.IDNAError:
+        # berth's own words: the idna library's ("Codepoint U+005F at position 2 of 'a_b'
+        # not allowed") name its internals, not the rule the user broke.
+        raise ValidationError(
+            f"{name} {value.strip()!r} is not a valid DNS name: use letters, digits and "
+            "hyphens, in labels of at most 63 characters separated by dots",
+            field=name) from None
     labels = ascii_host.split(".")
     if any(not re.fullmatch(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", lab) for lab in labels):
         raise ValidationError(f"{name} is not a valid hostname", field=name)

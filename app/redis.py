@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-import redis
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import redis
 
 PREFIX = "berth"
 
@@ -93,6 +96,12 @@ def create_client(url: str, **options) -> redis.Redis:
     options.setdefault("socket_timeout", 5.0)
     options.setdefault("health_check_interval", 15)
     options.setdefault("decode_responses", True)
+    # Imported here, not above: the gunicorn configs read the settings (and so the key
+    # names) in the arbiter, before the gevent worker monkey-patches; the redis package
+    # imports ssl names directly, so importing it there drew gevent's MonkeyPatchWarning
+    # at every start of the web and proxy processes.
+    import redis
+
     return redis.Redis.from_url(url, **options)
 
 

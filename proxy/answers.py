@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from http import HTTPStatus
+from typing import TYPE_CHECKING
 
 import falcon
 
-from proxy.events import Exchange
+if TYPE_CHECKING:  # proxy.worker imports this module in the arbiter, before gevent patches
+    from proxy.events import Exchange
 
 TITLES = {
     308: "Permanent Redirect", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",

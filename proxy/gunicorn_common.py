@@ -16,6 +16,7 @@ from gunicorn.http import body as _gunicorn_body
 from gunicorn.http import wsgi as _gunicorn_wsgi
 from gunicorn.http.errors import InvalidChunkSize
 
+from app.gunicorn_logging import berth_logger
 from app.settings import load_or_exit
 
 settings = load_or_exit()
@@ -64,6 +65,7 @@ forwarded_allow_ips = ""
 sendfile = False
 accesslog = None  # every request is an event on events:request:stream instead
 errorlog = "-"
+logger_class = berth_logger(settings)  # gunicorn's lines in berth's format
 loglevel = settings.log_level
 control_socket_disable = True  # several gunicorn processes run side by side; berth uses none
 

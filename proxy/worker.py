@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import errno
 import gc
+import os
 import socket
 import ssl
 import time
@@ -44,6 +45,7 @@ from gunicorn.http import wsgi
 from gunicorn.http.errors import NoMoreData
 from gunicorn.http.message import Request
 from gunicorn.http.parser import RequestParser
+from gunicorn.workers.base import Worker
 from gunicorn.workers.base_async import ALREADY_HANDLED
 from gunicorn.workers.ggevent import GeventWorker
 
@@ -206,6 +208,18 @@ class ProxyWorker(ParseErrorAnswers, GeventWorker):
                             and cfg.http2_cleartext == "off" and cfg.proxy_protocol == "off"
                             and getattr(cfg, "protocol", "http") == "http")
         super().init_process()
+
+    def notify(self):
+        """gunicorn's GeventWorker.notify calls sys.exit(0) in the main greenlet as soon as
+        the arbiter is gone (SIGKILLed, say, while a supervisor starts another): requests in
+        flight are cut, and those answered whose events were not yet handed to the publisher
+        were lost (a fault test saw one per killed arbiter). An orphaned worker now stops as
+        on SIGTERM: it closes its listeners, finishes what it serves (up to graceful_timeout),
+        then flushes its events on the way out (worker_exit)."""
+        Worker.notify(self)  # the liveness tick the arbiter watches
+        if self.alive and self.ppid != os.getppid():
+            self.log.info("Parent changed, shutting down: %s", self)
+            self.alive = False
 
     def run(self):
         # Everything loaded so far (the app, its libraries, the route table) lives as long as

@@ -1,24 +1,31 @@
 #!/usr/bin/env bash
 # Run the whole platform in the foreground (what `make run` does):
 #   - starts a local redis-server on 127.0.0.1 unless REDIS_URL is set,
-#   - makes sure an admin token exists (.berth/admin-token),
-#   - runs every process of the Procfile with honcho.
-# Ctrl-C (or SIGTERM) stops honcho, its processes, and the redis-server started here.
+#   - makes sure an admin token exists (<state dir>/admin-token),
+#   - runs the processes of the Procfile under supervisord: the configuration is exported from
+#     the Procfile by honcho with berth's template (scripts/supervisor/supervisord.conf), so a
+#     process that exits is restarted with backoff and logged, and no process's exit stops
+#     another. Each process logs to <state dir>/logs/<name>.log; supervisord's own lines
+#     (spawned, exited, restarted) come to the terminal.
+# Ctrl-C (or SIGTERM) stops supervisord, which stops every process group it started, then
+# the redis-server started here; the exit status is then 0.
 #
 # Environment:
 #   REDIS_URL                use this Redis instead of starting one
 #   BERTH_LOCAL_REDIS_PORT   port of the local redis-server (default 6390)
-#   BERTH_WEB_PORT, BERTH_HTTP_PORT, BERTH_HTTPS_PORT   shown in the URLs printed
+#   BERTH_WEB_PORT, BERTH_HTTP_PORT, BERTH_HTTPS_PORT   listeners, shown in the URLs printed
 #   BERTH_PROCFILE           Procfile to run (default: Procfile)
+#   BERTH_PROCESSES          comma-separated Procfile names to run on this host (default: all)
+#   BERTH_STATE_DIR          where Redis data, the admin token, logs and supervisord's files
+#                            live (default: .berth in the checkout)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 
-STATE_DIR=".berth"
 VENV_BIN="$ROOT/.venv/bin"
 PROCFILE="${BERTH_PROCFILE:-Procfile}"
-TOKEN_PATH="$STATE_DIR/admin-token"
+STATE_DIR="${BERTH_STATE_DIR:-.berth}"
 
 log() { printf 'run: %s\n' "$*" >&2; }
 die() {
@@ -65,7 +72,7 @@ stop() {
 }
 
 redis_pid=""
-honcho_pid=""
+supervisord_pid=""
 cleaned_up=0
 
 cleanup() {
@@ -73,9 +80,10 @@ cleanup() {
   cleaned_up=1
   # A second Ctrl-C must not cut the shutdown short and leave redis running.
   trap '' INT TERM
-  if [ -n "$honcho_pid" ]; then
-    # honcho sends SIGTERM to every process group it started and SIGKILL after 5 s.
-    stop "$honcho_pid" honcho 15
+  if [ -n "$supervisord_pid" ]; then
+    # supervisord sends SIGTERM to every process group it started and SIGKILL to a group
+    # still there after stopwaitsecs (15 s).
+    stop "$supervisord_pid" supervisord 40
   fi
   if [ -n "$redis_pid" ]; then
     log "stopping redis-server (pid $redis_pid)"
@@ -83,12 +91,12 @@ cleanup() {
   fi
 }
 
+# Ctrl-C or SIGTERM is how the platform is meant to be stopped: a clean stop exits 0.
 on_signal() {
   log "$1 received; stopping"
   cleanup
   trap - EXIT
-  if [ "$1" = INT ]; then exit 130; fi
-  exit 143
+  exit 0
 }
 
 trap 'on_signal INT' INT
@@ -103,6 +111,38 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 mkdir -p "$STATE_DIR"
 chmod 700 "$STATE_DIR"
+STATE_DIR="$(cd "$STATE_DIR" && pwd)"
+TOKEN_PATH="$STATE_DIR/admin-token"
+SUPERVISOR_DIR="$STATE_DIR/supervisor"
+SUPERVISOR_CONF="$SUPERVISOR_DIR/berth.conf"
+LOG_DIR="$STATE_DIR/logs"
+# The TLS proxy's certificate files live with the rest of this run's state.
+export BERTH_TLS_DIR="${BERTH_TLS_DIR:-$STATE_DIR/tls}"
+
+# The Procfile's process names, and those this host runs (BERTH_PROCESSES, default all).
+mapfile -t all_processes < <(sed -nE 's/^([A-Za-z0-9_-]+):.*/\1/p' "$PROCFILE")
+selected=()
+if [ -n "${BERTH_PROCESSES:-}" ]; then
+  IFS=',' read -ra wanted <<<"$BERTH_PROCESSES"
+  for name in "${wanted[@]}"; do
+    name="${name// /}"
+    [ -n "$name" ] || continue
+    printf '%s\n' "${all_processes[@]}" | grep -qxF -- "$name" ||
+      die "BERTH_PROCESSES names '$name', which is not in $PROCFILE (${all_processes[*]})"
+    selected+=("$name")
+  done
+  [ "${#selected[@]}" -gt 0 ] || die "BERTH_PROCESSES is set but names no process"
+else
+  selected=("${all_processes[@]}")
+fi
+has_process() { printf '%s\n' "${selected[@]}" | grep -qxF -- "$1"; }
+
+# honcho's exporter runs N copies of a process with -c NAME=N; 0 leaves it out.
+skipped=()
+for name in "${all_processes[@]}"; do
+  has_process "$name" || skipped+=("$name=0")
+done
+concurrency="$(IFS=','; echo "${skipped[*]}")"
 
 redis_note=""
 if [ -z "${REDIS_URL:-}" ]; then
@@ -120,18 +160,18 @@ if [ -z "${REDIS_URL:-}" ]; then
 
   mkdir -p "$STATE_DIR/redis"
   # Job control gives redis-server its own process group: a Ctrl-C in the terminal then
-  # reaches this script (and honcho), not Redis, which is stopped last, after the processes
+  # reaches this script (and supervisord), not Redis, which is stopped last, after the processes
   # that use it have finished.
   set -m
   "$redis_server" \
     --bind 127.0.0.1 \
     --port "$port" \
-    --dir "$ROOT/$STATE_DIR/redis" \
+    --dir "$STATE_DIR/redis" \
     --daemonize no \
     --save 60 1 \
     --appendonly yes \
-    --pidfile "$ROOT/$STATE_DIR/redis.pid" \
-    --logfile "$ROOT/$STATE_DIR/redis.log" \
+    --pidfile "$STATE_DIR/redis.pid" \
+    --logfile "$STATE_DIR/redis.log" \
     </dev/null &
   redis_pid=$!
   set +m
@@ -154,14 +194,38 @@ else
   redis_note="from REDIS_URL"
 fi
 
+# Services need a container engine; say once, with the fix, when none answers.
+engine="${DOCKER_HOST:-unix:///var/run/docker.sock}"
+if "$VENV_BIN/python" -c 'import sys, docker; docker.DockerClient(base_url=sys.argv[1], timeout=3).ping()' \
+  "$engine" >/dev/null 2>&1; then
+  engine_note="$engine"
+else
+  engine_note="none answers at $engine: 'berth services' will fail until one does; start one with"
+  engine_note+=" 'sudo systemctl start docker' (Debian: apt-get install docker.io), or set DOCKER_HOST"
+fi
+
 # Creates the admin token on first run and prints it once; later runs print no secret.
 "$VENV_BIN/python" -m app.admin ensure-token --path "$TOKEN_PATH"
 
-has_process() { grep -Eq "^$1:" "$PROCFILE"; }
+if [ -f "$SUPERVISOR_DIR/supervisord.pid" ] && alive "$(cat "$SUPERVISOR_DIR/supervisord.pid")"; then
+  die "a supervisord of this state directory runs already (pid $(cat "$SUPERVISOR_DIR/supervisord.pid"));" \
+    "stop it, or set BERTH_STATE_DIR to another directory"
+fi
+mkdir -p "$SUPERVISOR_DIR" "$LOG_DIR"
+if ! export_out="$("$VENV_BIN/honcho" export -f "$PROCFILE" -d "$ROOT" -a berth -s /bin/bash -u "$(id -un)" \
+  -t "$ROOT/scripts/supervisor" -l "$LOG_DIR" ${concurrency:+-c "$concurrency"} \
+  supervisord "$SUPERVISOR_DIR" 2>&1)"; then
+  printf '%s\n' "$export_out" >&2
+  die "could not export $PROCFILE to a supervisord configuration"
+fi
+ctl="$VENV_BIN/supervisorctl -c $SUPERVISOR_CONF"
 
 echo
-echo "berth:"
-echo "  web/API    http://127.0.0.1:${BERTH_WEB_PORT:-8000}"
+echo "berth (${selected[*]}):"
+if has_process web; then
+  echo "  dashboard  http://127.0.0.1:${BERTH_WEB_PORT:-8000}/dashboard"
+  echo "  web/API    http://127.0.0.1:${BERTH_WEB_PORT:-8000}"
+fi
 if has_process proxy; then
   echo "  proxy      http://127.0.0.1:${BERTH_HTTP_PORT:-8080}"
 fi
@@ -169,16 +233,19 @@ if has_process proxy-tls; then
   echo "  proxy TLS  https://127.0.0.1:${BERTH_HTTPS_PORT:-8443}"
 fi
 echo "  redis      $redis_note"
+echo "  engine     $engine_note"
 echo "  CLI        BERTH_TOKEN=\$(cat $TOKEN_PATH) ./berth status"
+echo "  processes  $ctl status"
+echo "  logs       $LOG_DIR/<process>.log (tail -F $LOG_DIR/*.log)"
 echo "  stop       Ctrl-C"
 echo
 
-"$VENV_BIN/honcho" start -f "$PROCFILE" &
-honcho_pid=$!
+"$VENV_BIN/supervisord" -c "$SUPERVISOR_CONF" &
+supervisord_pid=$!
 
 # `wait` (unlike a foreground command) returns as soon as a trapped signal arrives.
 rc=0
-wait "$honcho_pid" || rc=$?
-honcho_pid=""
-log "honcho exited with status $rc"
+wait "$supervisord_pid" || rc=$?
+supervisord_pid=""
+log "supervisord exited with status $rc"
 exit "$rc"

@@ -587,12 +587,23 @@ def test_cli_unreadable_token_file_is_one_line(tmp_path):
     assert_one_line_failure(result, "berth: Cannot read token file: ")
 
 
-def test_cli_bad_flags_exit_2_with_usage_and_no_traceback():
+def test_cli_bad_flags_exit_2_in_one_line_with_a_help_hint():
     result = run_cli("tokens", "create", "x", "--scope", "root")
     assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    assert result.stderr.startswith("usage: berth tokens create")
-    assert "invalid choice: 'root'" in result.stderr.splitlines()[-1]
+    assert result.stdout == ""
+    [line] = result.stderr.splitlines()  # no usage block
+    assert line.startswith("berth tokens create: argument --scope: invalid choice: 'root'")
+    assert line.endswith("(see 'berth tokens create --help')")
+
+
+@pytest.mark.parametrize(("argv", "line"), [
+    ((), "berth: the following arguments are required: COMMAND (see 'berth --help')"),
+    (("routes", "bogus"), "berth routes: argument VERB: invalid choice: 'bogus' (choose from "
+                          "'add', 'list', 'show', 'update', 'rm') (see 'berth routes --help')"),
+])
+def test_cli_missing_or_unknown_command_is_one_line(argv, line):
+    result = run_cli(*argv)
+    assert (result.returncode, result.stderr, result.stdout) == (2, line + "\n", "")
 
 
 def tail_then_ctrl_c(stub: StubApi, *args: str, count: int) -> tuple[list[str], int, str]:

@@ -176,7 +176,8 @@ def test_bad_options_are_usage_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as caught:
         berth("http://127.0.0.1:9", "brt_unused", "routes", *argv)
     assert caught.value.code == 2
-    assert message in capsys.readouterr().err.splitlines()[-1]
+    [line] = capsys.readouterr().err.splitlines()  # one line, no usage block
+    assert message in line and line.endswith("(see 'berth routes " + argv[0] + " --help')")
 
 
 # -- as a user runs it, against the real web process ----------------------------------------

@@ -216,3 +216,13 @@ def test_hostnames_are_idna_normalised():
     assert cleaned["host"] == "xn--bcher-kva.example.com"
     assert Route.clean({"host": "*.Example.com", "targets": ["http://x"]})["host"] == \
         "*.example.com"
+
+
+@pytest.mark.parametrize("host", ["a_b.test", "a..b.test", "x" * 64 + ".test"])
+def test_invalid_hostnames_are_refused_in_berths_words_not_idnas(host):
+    with pytest.raises(ValidationError) as info:
+        Route.clean({"host": host, "targets": ["http://x"]})
+    assert str(info.value) == (
+        f"host {host!r} is not a valid DNS name: use letters, digits and hyphens, in labels "
+        "of at most 63 characters separated by dots")
+    assert "Codepoint" not in str(info.value) and "label" in str(info.value)

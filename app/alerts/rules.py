@@ -16,13 +16,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import redis
+from typing import TYPE_CHECKING, Any
 
 from app import redis as keys
 from app.errors import ValidationError
 from app.models import check_bool, check_choice, check_int, check_url
+
+if TYPE_CHECKING:  # not at run time: app.settings imports this module (see app/redis.py)
+    import redis
 
 SEVERITIES = ("info", "warning", "critical")
 WINDOW_CHOICES = ("1m", "5m", "1h")

@@ -8,25 +8,10 @@ are routed through app.logs like every other line.
 
 import sys
 
-from gunicorn.glogging import Logger
-
-from app.logs import setup_logging
+from app.gunicorn_logging import berth_logger
 from app.settings import load_or_exit
 
 _settings = load_or_exit()
-
-
-class BerthLogger(Logger):
-    """gunicorn's own messages go through berth's logging (JSON lines in production)."""
-
-    def setup(self, cfg):
-        super().setup(cfg)
-        setup_logging(_settings.log_level, _settings.log_format)
-        for handler in list(self.error_log.handlers):
-            self.error_log.removeHandler(handler)
-        self.error_log.propagate = True
-
-
 
 bind = f"{_settings.bind_host}:{_settings.web_port}"
 workers = _settings.web_workers
@@ -35,7 +20,7 @@ worker_connections = 1000
 proc_name = "berth-web"
 accesslog = None
 errorlog = "-"
-logger_class = BerthLogger
+logger_class = berth_logger(_settings)
 loglevel = _settings.log_level
 timeout = 30
 graceful_timeout = 5  # long-lived event streams are cut after this on shutdown

@@ -23,6 +23,14 @@ TOKEN_FILE = Path(".berth/admin-token")  # written by `make run`
 _CHECKOUT = Path(__file__).resolve().parents[2]
 
 
+class BerthParser(argparse.ArgumentParser):
+    """argparse with a usage error in one line and a hint, not argparse's usage block.
+    Sub-commands' parsers are of the same class (argparse's add_subparsers default)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
 def _add_common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     """The connection and output options, accepted before and after the command. Copies on a
     sub-command default to SUPPRESS, so they only override the top level when given."""
@@ -48,7 +56,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The command line's parser: every command, or only the command `only`."""
     common = argparse.ArgumentParser(add_help=False)
     _add_common(common, suppress=True)
-    parser = argparse.ArgumentParser(
+    parser = BerthParser(
         prog="berth", description="Command line of the berth edge platform.",
         epilog="Exit status: 0 done, 1 failed (one line on stderr), 2 bad usage, "
                "130 interrupted. Run `berth COMMAND --help` for a command's options.")

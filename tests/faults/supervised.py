@@ -1,0 +1,80 @@
+"""berth as `make run` runs it: scripts/run.sh, which runs the Procfile under supervisord,
+here with the test's own Redis (REDIS_URL), free ports for every listener and its own state
+directory (BERTH_STATE_DIR), so nothing is shared with a developer's `make run`.
+
+The PIDs come from supervisorctl, over the state directory's own socket: only processes this
+platform started are ever signalled.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from harness.procs import ROOT, VENV_BIN, Proc, free_port, wait_for_port, wait_until
+
+# Procfile name -> supervisord program (honcho's exporter numbers each copy: web-1, ...).
+KINDS = ("web", "worker", "scheduler", "proxy", "consumer", "proxy-tls")
+
+
+class SupervisedPlatform:
+    def __init__(self, workdir: Path, redis_url: str, env: dict[str, str] | None = None):
+        self.workdir = workdir
+        self.state_dir = workdir / "state"
+        self.web_port, self.http_port, self.https_port = free_port(), free_port(), free_port()
+        self.env = {
+            "REDIS_URL": redis_url,
+            "BERTH_STATE_DIR": str(self.state_dir),
+            "BERTH_WEB_PORT": str(self.web_port),
+            "BERTH_HTTP_PORT": str(self.http_port),
+            "BERTH_HTTPS_PORT": str(self.https_port),
+            # An engine address that does not answer: run.sh then starts no private dockerd
+            # (it does only when DOCKER_HOST is unset); nothing here runs containers.
+            "DOCKER_HOST": f"unix://{workdir}/no-engine.sock",
+            "BERTH_LOG_FORMAT": "text",
+            "BERTH_PROCESSES": "",
+            **(env or {}),
+        }
+        self.proc: Proc | None = None
+
+    @property
+    def conf(self) -> Path:
+        return self.state_dir / "supervisor" / "berth.conf"
+
+    def start(self) -> SupervisedPlatform:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = Proc(["bash", str(ROOT / "scripts" / "run.sh")],
+                         self.workdir / "run.log", env=self.env)
+        try:
+            for port in (self.web_port, self.http_port, self.https_port):
+                wait_for_port(port, timeout=60, proc=self.proc.popen)
+            wait_until(lambda: all(self.pid(kind) for kind in KINDS), timeout=30,
+                       what="every program running")
+        except BaseException:
+            print(self.logs())
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> int | None:
+        """SIGTERM to run.sh and supervisord (their session), as a terminal's Ctrl-C or a
+        service manager stops them; returns run.sh's exit status."""
+        if self.proc is None:
+            return None
+        return self.proc.stop(timeout=60)
+
+    def pid(self, kind: str) -> int | None:
+        """The PID supervisord runs for `kind` now (starting or running), else None."""
+        done = subprocess.run([str(VENV_BIN / "supervisorctl"), "-c", str(self.conf), "pid",
+                               f"berth:{kind}-1"], capture_output=True, text=True, timeout=10)
+        text = done.stdout.strip()
+        return int(text) if text.isdigit() and int(text) > 0 else None
+
+    def log(self, kind: str) -> str:
+        path = self.state_dir / "logs" / f"{kind}-1.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def logs(self, tail: int = 3000) -> str:
+        parts = [f"----- run.sh -----\n{self.proc.output()[-tail:] if self.proc else ''}"]
+        parts += [f"----- {kind} -----\n{self.log(kind)[-tail:]}" for kind in KINDS]
+        return "\n".join(parts)
