@@ -7,7 +7,7 @@ import redis
 from app.redis import create_client
 from app.settings import Settings
 from workers import alerts, certificates, maintenance, reconcile, services
-from workers.broker import HeartbeatMiddleware, setup_broker
+from workers.broker import HeartbeatMiddleware, StopWithParentMiddleware, setup_broker
 from workers.deps import WorkerDeps, create_deps
 
 
@@ -16,6 +16,7 @@ def create_worker(settings: Settings, client: redis.Redis | None = None) -> Work
     client = client or create_client(settings.redis_url)
     broker = setup_broker(settings)
     broker.add_middleware(HeartbeatMiddleware(client))
+    broker.add_middleware(StopWithParentMiddleware())
     deps = create_deps(settings, client)
     maintenance.register(broker, deps)
     certificates.register(broker, deps)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import multiprocessing
+import os
+import signal
+import sys
 import threading
 import uuid
 
@@ -54,6 +59,32 @@ class HeartbeatMiddleware(Middleware):
 
     def before_worker_shutdown(self, broker, worker):
         self.heartbeat.stop()
+
+
+class StopWithParentMiddleware(Middleware):
+    """A worker process stops when the `dramatiq` main process that forked it dies.
+
+    The main process stops its worker processes when it is asked to; when it is SIGKILLed
+    (or crashes) they live on, orphaned, and keep consuming beside the ones the supervisor's
+    restart forks: seen as workers that outlived their platform by most of an hour and
+    consumed the messages of a later Redis on the same port. Linux's PR_SET_PDEATHSIG sends
+    the worker process SIGTERM when its parent dies, which Dramatiq answers by finishing
+    the messages in hand (the Procfile's --worker-shutdown-timeout bounds that) and exiting.
+    """
+
+    PR_SET_PDEATHSIG = 1
+
+    def after_process_boot(self, broker):
+        parent = multiprocessing.parent_process()
+        if parent is None or not sys.platform.startswith("linux"):
+            return  # not a forked worker process, or no such call here
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(self.PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            log.warning("cannot ask to be stopped with the main process: %s",
+                        os.strerror(ctypes.get_errno()))
+            return
+        if os.getppid() != parent.pid:  # it died before the call above took effect
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 class WakeMiddleware(Middleware):
