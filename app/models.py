@@ -66,23 +66,22 @@ def check_hostname(value: Any, name: str = "host", *, wildcard: bool = False) ->
     if wildcard and host.startswith("*."):
         prefix, host = "*.", host[2:]
     # Spaces, controls and punctuation would reach IDNA's codepoint errors, or pass its
-    # mapping; a DNS name never has them (a Unicode letter is IDNA's to judge).
+    # mapping; a DNS name never has them (a Unicode letter is IDNA's to judge). Every refusal
+    # is in berth's words: the idna library's ("Codepoint U+005F at position 2 of 'a_b' not
+    # allowed") name its internals, not the rule the user broke.
+    refusal = ValidationError(
+        f"{name} {value!r} is not a valid DNS name: use letters, digits and hyphens, in "
+        "labels of at most 63 characters separated by dots"
+        + (", optionally after '*.'" if wildcard else ""), field=name)
     if any(c.isascii() and not (c.isalnum() or c in "-.") for c in host):
-        raise ValidationError(
-            f"{name} must be a DNS name: letters, digits, hyphens and dots"
-            + (", optionally after '*.'" if wildcard else ""), field=name)
+        raise refusal
     try:
         ascii_host = idna.encode(host, uts46=True).decode("ascii")
     except idna.IDNAError:
-        # berth's own words: the idna library's ("Codepoint U+005F at position 2 of 'a_b'
-        # not allowed") name its internals, not the rule the user broke.
-        raise ValidationError(
-            f"{name} {value.strip()!r} is not a valid DNS name: use letters, digits and "
-            "hyphens, in labels of at most 63 characters separated by dots",
-            field=name) from None
+        raise refusal from None
     labels = ascii_host.split(".")
     if any(not re.fullmatch(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", lab) for lab in labels):
-        raise ValidationError(f"{name} is not a valid hostname", field=name)
+        raise refusal
     if labels[-1].isdigit():
         raise ValidationError(f"{name} must be a name, not an IP address", field=name)
     return prefix + ascii_host

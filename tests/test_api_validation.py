@@ -111,8 +111,9 @@ def test_an_all_zero_trace_id_is_refused_by_schema_and_api(api):
 def test_a_host_with_controls_or_punctuation_gets_an_accurate_message(api, host):
     refused = api.post("/api/v1/routes", api.admin, json={**ROUTE, "host": host})
     assert refused.status_code == 400 and refused.json["field"] == "host"
-    assert refused.json["description"].startswith(
-        "host must be a DNS name: letters, digits, hyphens and dots")
+    assert refused.json["description"] == (
+        f"host {host!r} is not a valid DNS name: use letters, digits and hyphens, in labels "
+        "of at most 63 characters separated by dots, optionally after '*.'")
     assert "253" not in refused.json["description"]
     assert schema.errors(DOC, component("RouteCreate"), {**ROUTE, "host": host})
     for path in ("/api/v1/orchestrator/metrics", "/api/v1/orchestrator/metrics/series"):

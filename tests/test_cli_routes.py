@@ -214,7 +214,7 @@ def test_routes_cli_against_the_web_process(redis_server, redis_client, api, tmp
         assert_one_line_failure(run("update", route_id, "--target", "not a url"),
                                 "berth: Invalid input: targets must be a URL of printable ASCII")
         assert_one_line_failure(run("add", "bad_host!", "--target", A),
-                                "berth: Invalid input: host must be a DNS name")
+                                "berth: Invalid input: host 'bad_host!' is not a valid DNS name")
 
         removed = run("rm", route_id)
         assert removed.returncode == 0 and removed.stdout.startswith(f"removed route {route_id}")

@@ -224,5 +224,5 @@ def test_invalid_hostnames_are_refused_in_berths_words_not_idnas(host):
         Route.clean({"host": host, "targets": ["http://x"]})
     assert str(info.value) == (
         f"host {host!r} is not a valid DNS name: use letters, digits and hyphens, in labels "
-        "of at most 63 characters separated by dots")
+        "of at most 63 characters separated by dots, optionally after '*.'")
     assert "Codepoint" not in str(info.value) and "label" in str(info.value)
