@@ -9,6 +9,7 @@ from app.settings import Settings
 from workers import alerts, certificates, maintenance, reconcile, services
 from workers.broker import HeartbeatMiddleware, setup_broker
 from workers.deps import WorkerDeps, create_deps
+from workers.held import HeldMiddleware
 
 
 def create_worker(settings: Settings, client: redis.Redis | None = None) -> WorkerDeps:
@@ -16,6 +17,7 @@ def create_worker(settings: Settings, client: redis.Redis | None = None) -> Work
     client = client or create_client(settings.redis_url)
     broker = setup_broker(settings)
     broker.add_middleware(HeartbeatMiddleware(client))
+    broker.add_middleware(HeldMiddleware(client))
     deps = create_deps(settings, client)
     maintenance.register(broker, deps)
     certificates.register(broker, deps)
