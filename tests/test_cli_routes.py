@@ -239,3 +239,12 @@ def test_override_lets_an_admin_route_a_host_another_owner_holds(served, redis_c
     assert "override needs an admin token" in capsys.readouterr().err
     assert berth(url, api.admin, "routes", "add", "bob.test/ops", "-t", B, "--override") == 0
     assert sorted(r.path_prefix for r in RouteStore(redis_client).list()) == ["/", "/ops"]
+
+
+def test_wait_without_a_running_proxy_says_nothing_serves_it_yet(served, redis_client, capsys):
+    url, api = served
+    assert berth(url, api.admin, "routes", "add", "alone.test", "-t", A, "--wait") == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("added route rt_")
+    assert captured.err == ("berth: no proxy worker is running: route table version 1 is "
+                            "stored, and served once a proxy starts\n")
