@@ -145,16 +145,14 @@ def web(redis_server, docker_daemon, tmp_path_factory):
 def platform(request, redis_server, redis_client, docker_daemon, docker_client, web, proxy,
              tmp_path):
     """The web process, a fresh worker and the proxy; yields (API URL, admin token)."""
-    env = {"REDIS_URL": redis_server.url, "DOCKER_HOST": docker_daemon.url,
-           "BERTH_IMAGE_PULL": "never", "BERTH_SERVICE_DRAIN_MS": "300",
-           "BERTH_SERVICE_START_TIMEOUT_S": "20", "BERTH_SERVICE_STOP_TIMEOUT_S": "5",
-           "BERTH_LOG_FORMAT": "text"}
-    worker = start_worker(env, tmp_path / "worker.log", threads=4)
+    worker = start_worker(worker_env(redis_server, docker_daemon), tmp_path / "worker.log",
+                          threads=4)
     try:
         wait_until(lambda: worker.alive() and any(
             m.startswith("worker/") for m in redis_client.hkeys(keys.HEARTBEATS)),
             timeout=30, what="the worker beating")
         _token, admin = TokenStore(redis_client).issue(name="ops", scope="admin", owner="ops")
+        proxies_reporting(redis_client, proxy)
         yield web[1], admin
     finally:
         report = getattr(request.node, "report_call", None)
@@ -163,6 +161,22 @@ def platform(request, redis_server, redis_client, docker_daemon, docker_client, 
                   f"{web[0].output()[-5000:]}\n----- proxy -----\n{proxy.output()[-3000:]}")
         worker.stop()
         remove_test_containers(docker_client)
+
+
+def worker_env(redis_server, docker_daemon) -> dict[str, str]:
+    return {"REDIS_URL": redis_server.url, "DOCKER_HOST": docker_daemon.url,
+            "BERTH_IMAGE_PULL": "never", "BERTH_SERVICE_DRAIN_MS": "300",
+            "BERTH_SERVICE_START_TIMEOUT_S": "20", "BERTH_SERVICE_STOP_TIMEOUT_S": "5",
+            "BERTH_LOG_FORMAT": "text"}
+
+
+def proxies_reporting(redis_client, proxy: ProxyProcess) -> None:
+    """Until both proxy workers report what they serve again: the test's Redis was just
+    emptied, and `--wait` waits for the proxy workers it knows of."""
+    def reporting() -> bool:
+        beating = {m for m in redis_client.hkeys(keys.HEARTBEATS) if m.startswith("proxy/")}
+        return len(beating & set(redis_client.hkeys(keys.PROXY_SERVED))) == proxy.workers
+    wait_until(reporting, timeout=15, what="both proxy workers reporting")
 
 
 def get(port: int, host: str, path: str = "/") -> tuple[int, bytes]:
@@ -227,11 +241,14 @@ def test_services_cli_create_wait_logs_scale_rm(platform, proxy, test_image, doc
     assert out[0].startswith("service_created: web containers created: berth-web.")
     assert out[-1].startswith("service_started: web healthy and routed at "
                               "http://web.localhost/: berth-web.")
-    # Routed once healthy: the proxy serves it by hostname (after its route table refresh).
-    wait_until(lambda: get(proxy.port, "web.localhost")[0] == 200, timeout=15,
-               what="web.localhost served through the proxy")
+    # "Routed" means served: right away, every request on a new connection (so on either
+    # proxy worker) reaches the container.
+    statuses = [get(proxy.port, "web.localhost", "/id.txt")[0] for _ in range(40)]
+    print(f"services create --wait: {statuses.count(404)} of {len(statuses)} requests right "
+          "after it 404")
+    assert set(statuses) == {200}
 
-    logs = run("logs", "web", "--tail", "20")
+    logs = run("logs", "web", "--tail", "all")  # the requests above logged 40 lines
     assert logs.returncode == 0, logs.stderr
     assert "serving on 8080 as " in logs.stdout
 
@@ -294,3 +311,59 @@ def test_services_cli_stops_waiting_on_ctrl_c_or_its_timeout_and_says_so(platfor
                           url=url, token=admin)
     assert timed_out.returncode == 1
     assert timed_out.stderr == "berth: Timed out: no terminal event within 2s\n"
+
+
+@pytest.mark.e2e
+def test_services_cli_wait_says_when_no_worker_runs_the_command(
+        web, proxy, redis_server, redis_client, docker_daemon, docker_client, test_image,
+        tmp_path):
+    """No worker runs: `--wait` says so once; a worker started then runs the command (the
+    API says a worker holds it meanwhile) and `--wait` finishes as usual."""
+    url = web[1]
+    _token, admin = TokenStore(redis_client).issue(name="ops", scope="admin", owner="ops")
+    proxies_reporting(redis_client, proxy)
+    # Serving starts 3 s late: a silence in the events while a worker holds the command.
+    waiting = subprocess.Popen(
+        [str(ROOT / "berth"), "services", "create", "web", "--image", test_image, "--port",
+         "8080", "--label", LABEL, *HEALTH, "--command", "sh -c 'sleep 3; exec sh /start.sh'",
+         "--wait"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("BERTH_")},
+             "BERTH_URL": url, "BERTH_TOKEN": admin})
+    notes: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [notes.put(line) for line in waiting.stderr],
+                     daemon=True).start()
+    worker = None
+    try:
+        note = line_with(notes, "waiting for a worker", timeout=20)
+        assert note.startswith("berth: waiting for a worker: no worker runs this command yet")
+        worker = start_worker(worker_env(redis_server, docker_daemon), tmp_path / "worker.log",
+                              threads=4)
+        created = wait_until(lambda: next(
+            (fields for _id, fields in redis_client.xrange(keys.stream("service"))
+             if fields["type"] == "service_created"), None), timeout=30,
+            what="the worker creating the containers")
+        job = f"/api/v1/jobs/{created['trace_id']}"
+
+        def running() -> bool:
+            conn = http.client.HTTPConnection(url.removeprefix("http://"), timeout=5)
+            try:
+                conn.request("GET", job, headers={"Authorization": f"Bearer {admin}"})
+                return json.loads(conn.getresponse().read())["running"]
+            finally:
+                conn.close()
+
+        assert running()  # inside the 3 s health wait
+        out, _err = waiting.communicate(timeout=60)
+        assert waiting.returncode == 0, worker.output()
+        assert out.splitlines()[-1].startswith("service_started: web healthy and routed")
+        assert notes.empty()  # said once: while a worker held it, nothing more
+        wait_until(lambda: not running(), what="the held marker gone once done")
+        statuses = {get(proxy.port, "web.localhost", "/id.txt")[0] for _ in range(20)}
+        assert statuses == {200}
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.wait(5)
+        if worker is not None:
+            worker.stop()
+        remove_test_containers(docker_client)
