@@ -126,13 +126,14 @@ class TableCache(Generic[T]):
                 message = pubsub.get_message(timeout=self.interval_s)
                 if message is not None:
                     # A burst of changes costs one reload: drop the announcements already
-                    # here, without waiting for more (a 10 ms wait here made every change
-                    # reach the proxy after `--wait` had reported it). A version check, not
-                    # a load: an announcement of a change an earlier load already holds
-                    # costs one GET.
+                    # here, without waiting for more (waiting 10 ms for more delayed every
+                    # change by that much). A full load, not a version check: after Redis
+                    # lost its data, a new change may bring back the version we hold.
                     while pubsub.get_message(timeout=0) is not None:
                         pass
-                self.reload_if_changed()
+                    self.reload()
+                else:
+                    self.reload_if_changed()
                 backoff = 0.0
                 self._redis_up()
             except (redis.RedisError, Unavailable, OSError) as ex:

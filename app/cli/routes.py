@@ -277,26 +277,39 @@ def remove_route(args: argparse.Namespace, client: ApiClient) -> int:
     route = find_route(client, args.route)
     version = route["version"] if args.if_version is None else args.if_version
     reply = client.delete(_path(route["id"]), {"version": version})
-    if args.wait:
-        wait_until_served(client, "route", timeout=args.wait_timeout)
-    if args.json:
-        emit_json({"id": route["id"], "removed": True, "trace_id": reply.trace_id})
-    else:
-        say(clean(f"removed route {route['id']} ({_where(route)})"))
-        say(f"trace: {reply.trace_id}")
-    return 0
+
+    def show() -> None:
+        if args.json:
+            emit_json({"id": route["id"], "removed": True, "trace_id": reply.trace_id})
+        else:
+            say(clean(f"removed route {route['id']} ({_where(route)})"))
+            say(f"trace: {reply.trace_id}")
+
+    return _served(args, client, show)
 
 
 def _done(args: argparse.Namespace, client: ApiClient, verb: str, route: dict,
           trace_id: str) -> int:
-    if args.wait:
-        wait_until_served(client, "route", timeout=args.wait_timeout)
-    if args.json:
-        emit_json(route)
-    else:
-        say(clean(f"{verb} route {route.get('id')}: {_where(route)} -> "
-                  f"{', '.join(route.get('targets') or [])} (version {route.get('version')})"))
-        say(f"trace: {trace_id}")
+    def show() -> None:
+        if args.json:
+            emit_json(route)
+        else:
+            say(clean(f"{verb} route {route.get('id')}: {_where(route)} -> "
+                      f"{', '.join(route.get('targets') or [])} "
+                      f"(version {route.get('version')})"))
+            say(f"trace: {trace_id}")
+
+    return _served(args, client, show)
+
+
+def _served(args: argparse.Namespace, client: ApiClient, show) -> int:
+    """`show()` the stored change; with --wait, once every proxy worker serves it (and
+    also when one does not: the change is stored, and the error says who lags)."""
+    try:
+        if args.wait:
+            wait_until_served(client, "route", timeout=args.wait_timeout)
+    finally:
+        show()
     return 0
 
 

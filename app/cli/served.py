@@ -26,8 +26,12 @@ class NotServed(CliError):
     pass
 
 
-def _lagging(proxies: list[dict], table: str, version: int) -> list[dict]:
-    return [p for p in proxies if not isinstance(p.get(table), int) or p[table] < version]
+def _lagging(proxies: list[dict], table: str, version: int, stored: int) -> list[dict]:
+    """The workers that do not serve `version` yet. One reporting more than is `stored`
+    holds a table from before Redis lost its data (versions count from 0 again), so it has
+    not loaded the change either."""
+    return [p for p in proxies
+            if not isinstance(p.get(table), int) or not version <= p[table] <= stored]
 
 
 def wait_served(client: ApiClient, table: str, *, timeout: float = SERVED_TIMEOUT_S,
@@ -39,7 +43,7 @@ def wait_served(client: ApiClient, table: str, *, timeout: float = SERVED_TIMEOU
     version = int(status["tables"][table])
     deadline = clock() + timeout
     while True:
-        behind = _lagging(status["proxies"], table, version)
+        behind = _lagging(status["proxies"], table, version, int(status["tables"][table]))
         if not behind:
             return version, len(status["proxies"])
         if clock() >= deadline:
