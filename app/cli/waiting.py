@@ -12,7 +12,8 @@ behind after SERVED_TIMEOUT_S is named, and the exit status is 1.
 While no worker runs the command (its message waits in the queue, or sits with a worker that
 died until it is redelivered), the events stop; after QUIET_S without any, `--wait` asks the
 API whether a worker holds the trace and, when none does, says once on stderr that it waits
-for a worker (again if a worker takes the command and then loses it).
+for a worker; once one runs it, it says that too (and again that it waits, if that worker
+dies with it: its marker expires within seconds, its message is redelivered later).
 """
 
 from __future__ import annotations
@@ -156,7 +157,9 @@ class WorkerWatch:
             if self._stop.is_set():
                 return
             if running:
-                self._said = False  # a worker has it; say it again if that one is lost
+                if self._said:  # after the note, that it ended; again if this one is lost
+                    self._said = False
+                    warn("a worker runs the command now")
             elif not self._said:
                 self._said = True
                 warn("waiting for a worker: no worker runs this command yet (it waits in "

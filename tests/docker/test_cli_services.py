@@ -318,20 +318,23 @@ def test_services_cli_wait_says_when_no_worker_runs_the_command(
         web, proxy, redis_server, redis_client, docker_daemon, docker_client, test_image,
         tmp_path):
     """No worker runs: `--wait` says so once; a worker started then runs the command (the
-    API says a worker holds it meanwhile) and `--wait` finishes as usual."""
+    API says a worker holds it meanwhile, and `--wait` that a worker runs it). SIGKILLed with
+    it, `--wait` says again that it waits; the next worker gets it redelivered and `--wait`
+    finishes as usual."""
     url = web[1]
     _token, admin = TokenStore(redis_client).issue(name="ops", scope="admin", owner="ops")
     proxies_reporting(redis_client, proxy)
-    # Serving starts 3 s late: a silence in the events while a worker holds the command.
+    # Serving starts 5 s late: a silence in the events while a worker holds the command.
     waiting = subprocess.Popen(
         [str(ROOT / "berth"), "services", "create", "web", "--image", test_image, "--port",
-         "8080", "--label", LABEL, *HEALTH, "--command", "sh -c 'sleep 3; exec sh /start.sh'",
+         "8080", "--label", LABEL, *HEALTH, "--command", "sh -c 'sleep 5; exec sh /start.sh'",
          "--wait"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**{k: v for k, v in os.environ.items() if not k.startswith("BERTH_")},
              "BERTH_URL": url, "BERTH_TOKEN": admin})
     notes: queue.Queue[str] = queue.Queue()
-    threading.Thread(target=lambda: [notes.put(line) for line in waiting.stderr],
-                     daemon=True).start()
+    reader = threading.Thread(target=lambda: [notes.put(line) for line in waiting.stderr],
+                              daemon=True)
+    reader.start()
     worker = None
     try:
         note = line_with(notes, "waiting for a worker", timeout=20)
@@ -352,11 +355,20 @@ def test_services_cli_wait_says_when_no_worker_runs_the_command(
             finally:
                 conn.close()
 
-        assert running()  # inside the 3 s health wait
-        out, _err = waiting.communicate(timeout=60)
-        assert waiting.returncode == 0, worker.output()
+        assert running()  # inside the 5 s health wait
+        assert line_with(notes, "berth: ") == "berth: a worker runs the command now\n"
+        worker.kill()  # SIGKILL: the message stays unacknowledged until redelivery
+        assert line_with(notes, "berth: ", timeout=20).startswith(
+            "berth: waiting for a worker: ")
+        assert not running()
+        worker = start_worker(worker_env(redis_server, docker_daemon),
+                              tmp_path / "worker-2.log", threads=4)
+        assert waiting.wait(90) == 0, worker.output()
+        out = waiting.stdout.read()
         assert out.splitlines()[-1].startswith("service_started: web healthy and routed")
-        assert notes.empty()  # said once: while a worker held it, nothing more
+        reader.join(5)
+        rest = [notes.get() for _ in range(notes.qsize())]
+        assert set(rest) <= {"berth: a worker runs the command now\n"}, rest
         wait_until(lambda: not running(), what="the held marker gone once done")
         statuses = {get(proxy.port, "web.localhost", "/id.txt")[0] for _ in range(20)}
         assert statuses == {200}
