@@ -147,7 +147,7 @@ class WorkerWatch:
         self._last = self.clock()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.quiet_s / 4):
+        while not self._stop.wait(self.quiet_s / 2):  # one EXISTS a second while quiet
             if self.clock() - self._last < self.quiet_s:
                 continue
             try:
