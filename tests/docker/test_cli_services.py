@@ -24,7 +24,7 @@ from harness.procs import wait_until
 from harness.proxy import ProxyProcess
 from harness.worker import start_worker
 from tests.support.api import Api, start_web
-from tests.support.cli import ROOT, berth, interruptible, run_berth, serve
+from tests.support.cli import ROOT, berth, interruptible, run_berth, serve, spawn_berth
 
 pytestmark = [pytest.mark.docker]
 
@@ -325,12 +325,9 @@ def test_services_cli_wait_says_when_no_worker_runs_the_command(
     _token, admin = TokenStore(redis_client).issue(name="ops", scope="admin", owner="ops")
     proxies_reporting(redis_client, proxy)
     # Serving starts 5 s late: a silence in the events while a worker holds the command.
-    waiting = subprocess.Popen(
-        [str(ROOT / "berth"), "services", "create", "web", "--image", test_image, "--port",
-         "8080", "--label", LABEL, *HEALTH, "--command", "sh -c 'sleep 5; exec sh /start.sh'",
-         "--wait"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("BERTH_")},
-             "BERTH_URL": url, "BERTH_TOKEN": admin})
+    waiting = spawn_berth("services", "create", "web", "--image", test_image, "--port", "8080",
+                          "--label", LABEL, *HEALTH, "--command",
+                          "sh -c 'sleep 5; exec sh /start.sh'", "--wait", url=url, token=admin)
     notes: queue.Queue[str] = queue.Queue()
     reader = threading.Thread(target=lambda: [notes.put(line) for line in waiting.stderr],
                               daemon=True)

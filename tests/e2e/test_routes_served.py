@@ -9,7 +9,6 @@ import http.client
 import json
 import os
 import signal
-import subprocess
 
 import pytest
 
@@ -17,7 +16,7 @@ from app.stores.tokens import TokenStore
 from harness.procs import wait_until
 from tests.e2e.conftest import request
 from tests.support.api import start_web
-from tests.support.cli import ROOT, run_berth
+from tests.support.cli import run_berth, spawn_berth
 
 REQUESTS = 40  # per check, each on a new connection
 
@@ -109,11 +108,8 @@ def test_routes_wait_waits_for_a_late_proxy_worker_then_every_request_is_served(
     late = proxy.worker_pids()[0]
     os.kill(late, signal.SIGSTOP)
     try:
-        waiting = subprocess.Popen(
-            [str(ROOT / "berth"), "routes", "add", "late.example.test", "--target",
-             backend.url, "--wait"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, env={**{k: v for k, v in os.environ.items() if not k.startswith("BERTH_")},
-                            "BERTH_URL": berth.url, "BERTH_TOKEN": berth.admin})
+        waiting = spawn_berth("routes", "add", "late.example.test", "--target", backend.url,
+                              "--wait", url=berth.url, token=berth.admin)
         # Stored at once, so the change is in the table: one worker serves it, one cannot.
         wait_until(lambda: any(p["route"] == 1 for p in proxies(berth.url, berth.admin)),
                    what="the running worker serving the route")
