@@ -4,6 +4,9 @@ Hash `app.redis.HEARTBEATS`: field "component/instance" -> last beat in ms since
 where instance is "<hostname>:<pid>". A process removes its own field when it stops cleanly;
 a crashed one stays and is reported not alive once its beat is older than the stale limit.
 
+A process may report more with its beat (`also`: commands queued on the beat's pipeline);
+the proxy reports the table versions it serves that way (app/served.py).
+
 The beating thread (app/background.py) starts on `ensure_started()`, which is cheap and
 fork-aware: call it after fork (gunicorn `post_worker_init`, dramatiq `after_worker_boot`) or
 on every request; it opens no connection before then.
@@ -16,6 +19,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 import redis
 
@@ -30,10 +34,12 @@ def instance_name() -> str:
 
 
 class Heartbeat:
-    def __init__(self, client: redis.Redis, component: str, every_s: float = 5.0):
+    def __init__(self, client: redis.Redis, component: str, every_s: float = 5.0, *,
+                 also: Callable[[redis.client.Pipeline], None] | None = None):
         self.client = client
         self.component = component
         self.every_s = every_s
+        self.also = also
         self._beating = ProcessThread(f"berth-heartbeat-{component}", self._run)
 
     @property
@@ -45,7 +51,13 @@ class Heartbeat:
         self._beating.ensure_started()
 
     def beat(self) -> None:
-        self.client.hset(keys.HEARTBEATS, self.member, int(time.time() * 1000))
+        if self.also is None:
+            self.client.hset(keys.HEARTBEATS, self.member, int(time.time() * 1000))
+            return
+        pipe = self.client.pipeline(transaction=False)  # one round trip per beat
+        pipe.hset(keys.HEARTBEATS, self.member, int(time.time() * 1000))
+        self.also(pipe)
+        pipe.execute()
 
     def stop(self) -> None:
         """Stop beating and remove this process from the hash (best effort)."""
@@ -76,7 +88,11 @@ class Heartbeat:
 
 def read_heartbeats(client: redis.Redis, now_s: float, stale_s: float) -> list[dict]:
     """Every recorded component, sorted, with its age and whether it counts as alive."""
-    raw = client.hgetall(keys.HEARTBEATS)
+    return parse_heartbeats(client.hgetall(keys.HEARTBEATS), now_s, stale_s)
+
+
+def parse_heartbeats(raw: dict, now_s: float, stale_s: float) -> list[dict]:
+    """`read_heartbeats` of an HGETALL of the heartbeats hash read elsewhere (a pipeline)."""
     components = []
     for member, value in raw.items():
         member = member.decode() if isinstance(member, bytes) else member

@@ -26,6 +26,16 @@ EVENTS_DROPPED = f"{PREFIX}:events:dropped"
 # Component heartbeats: hash of "component/instance" -> last beat (ms since epoch).
 HEARTBEATS = f"{PREFIX}:heartbeats"
 
+# What each proxy worker serves: hash of "component/instance" (its heartbeat's member) ->
+# JSON {"route": n, "certificate": n} table versions in its memory (app/served.py).
+PROXY_SERVED = f"{PREFIX}:proxy:served"
+
+
+def job_held(trace_id: str) -> str:
+    """Set, with a short expiry a running job keeps renewing, while a worker runs a message
+    of this trace (workers/broker.py HeldMiddleware); absent while the message waits."""
+    return f"{PREFIX}:job:held:{trace_id}"
+
 
 def record(noun: str, record_id: str) -> str:
     """The JSON document of one stored resource."""

@@ -41,6 +41,7 @@ from proxy.events import Exchange, Journal
 from proxy.headers import TrustedProxies, forwarding_headers, request_headers, response_headers
 from proxy.route_cache import TableCache, route_cache
 from proxy.routing import RouteEntry, RouteTable, normalize_host, prefix_matches, strip_prefix
+from proxy.served import ServedReport
 from proxy.tls import SERVER_NAME, TlsContexts
 from proxy.upstream import (
     BodyTooLarge,
@@ -339,7 +340,8 @@ class ProxyApp:
 
     def __init__(self, app: falcon.App, sink: ProxySink, *, publisher: Publisher | None,
                  heartbeat: Heartbeat | None, pool: UpstreamPool,
-                 certificates: TableCache[CertIndex], tls: TlsContexts | None = None):
+                 certificates: TableCache[CertIndex], tls: TlsContexts | None = None,
+                 served: ServedReport | None = None):
         self.app = app
         self.sink = sink
         self.publisher = publisher
@@ -347,6 +349,7 @@ class ProxyApp:
         self.pool = pool
         self.certificates = certificates
         self.tls = tls  # for the gunicorn ssl_context hook of proxy-tls
+        self.served = served
 
     def __call__(self, env: dict, start_response):
         body = self.app(env, start_response)
@@ -357,10 +360,12 @@ class ProxyApp:
         return body
 
     def start(self) -> None:
-        """Start this worker's background work (idempotent, fork-aware)."""
+        """Start this worker's background work (idempotent, fork-aware). The first tables
+        load here, before the worker serves, so its first request finds them."""
         self.sink.routes.start()
         self.sink.routes.get()
         self.certificates.start()
+        self.certificates.get()
         if self.heartbeat is not None:
             self.heartbeat.ensure_started()
 
@@ -371,6 +376,8 @@ class ProxyApp:
             self.publisher.close(timeout=2.0)
         if self.heartbeat is not None:
             self.heartbeat.stop()
+        if self.served is not None:
+            self.served.clear()
         self.pool.close()
 
 
@@ -406,8 +413,13 @@ def create_proxy(settings: Settings, redis_client: redis.Redis,
     app.add_sink(sink, prefix="")
     tls = (TlsContexts(certificates, SecretBox.from_settings(settings), Path(settings.tls_dir))
            if scheme == "https" else None)
+    served = beat = None
+    if heartbeat:  # what it serves is reported under its heartbeat's name, with each beat
+        served = ServedReport(redis_client, {"route": sink.routes, "certificate": certificates})
+        beat = Heartbeat(redis_client, component, also=served.stage)
+        served.heartbeat = beat
     return ProxyApp(app, sink, publisher=publisher, pool=pool, certificates=certificates,
-                    tls=tls, heartbeat=Heartbeat(redis_client, component) if heartbeat else None)
+                    tls=tls, heartbeat=beat, served=served)
 
 
 # What a backend with a signed 64-bit length can hold: beyond, it might wrap and desync.

@@ -44,6 +44,7 @@ class TableCache(Generic[T]):
         self.current: T | None = None
         self.version = -1
         self.reloads = 0
+        self.on_reload: Callable[[], None] | None = None
         self._pid: int | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -91,6 +92,8 @@ class TableCache(Generic[T]):
         self.current = self.build(records, version)
         self.version = version
         self.reloads += 1
+        if self.on_reload is not None:
+            self.on_reload()
 
     def reload_if_changed(self) -> None:
         if self.store.table_version() != self.version or self.current is None:
@@ -122,8 +125,12 @@ class TableCache(Generic[T]):
                     self.reload()
                 message = pubsub.get_message(timeout=self.interval_s)
                 if message is not None:
-                    while pubsub.get_message(timeout=0.01) is not None:
-                        pass  # a burst of changes costs one reload
+                    # A burst of changes costs one reload: drop the announcements already
+                    # here, without waiting for more (waiting 10 ms for more delayed every
+                    # change by that much). A full load, not a version check: after Redis
+                    # lost its data, a new change may bring back the version we hold.
+                    while pubsub.get_message(timeout=0) is not None:
+                        pass
                     self.reload()
                 else:
                     self.reload_if_changed()

@@ -4,10 +4,12 @@ HTTP on the test Redis, then as a user runs `./berth` against the real web proce
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from argon2 import PasswordHasher
 
+from app import redis as keys
 from app.cli.errors import ApiError
 from app.stores.routes import RouteStore
 from tests.support.api import start_web
@@ -239,3 +241,34 @@ def test_override_lets_an_admin_route_a_host_another_owner_holds(served, redis_c
     assert "override needs an admin token" in capsys.readouterr().err
     assert berth(url, api.admin, "routes", "add", "bob.test/ops", "-t", B, "--override") == 0
     assert sorted(r.path_prefix for r in RouteStore(redis_client).list()) == ["/", "/ops"]
+
+
+def test_wait_without_a_running_proxy_says_nothing_serves_it_yet(served, redis_client, capsys):
+    url, api = served
+    assert berth(url, api.admin, "routes", "add", "alone.test", "-t", A, "--wait") == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("added route rt_")
+    assert captured.err == ("berth: no proxy worker is running: route table version 1 is "
+                            "stored, and served once a proxy starts\n")
+
+
+def test_wait_names_the_proxy_workers_behind_the_change(served, redis_client, capsys):
+    """Workers as the API sees them (heartbeats and reports written here as proxies write
+    them): one behind, one ahead of the stored table (it holds a table from before Redis
+    lost its data, so not the change either), one serving it."""
+    url, api = served
+    now_ms = int(time.time() * 1000)
+    for member, version in (("proxy/h:1", 0), ("proxy/h:2", 7), ("proxy-tls/h:3", 1)):
+        redis_client.hset(keys.HEARTBEATS, member, now_ms)
+        redis_client.hset(keys.PROXY_SERVED, member, json.dumps({"route": version}))
+    assert berth(url, api.admin, "routes", "add", "late.test", "-t", A, "--wait",
+                 "--wait-timeout", "0.3") == 1
+    captured = capsys.readouterr()
+    assert captured.out.startswith("added route rt_")  # stored all the same
+    assert captured.err == ("berth: Not served: after 0.3s, 2 of 3 proxy workers do not serve "
+                            "route table version 1 yet: proxy/h:1 (at 0), proxy/h:2 (at 7)\n")
+    redis_client.hset(keys.PROXY_SERVED, "proxy/h:1", json.dumps({"route": 1}))
+    redis_client.hset(keys.PROXY_SERVED, "proxy/h:2", json.dumps({"route": 1}))
+    assert berth(url, api.admin, "routes", "rm", "late.test", "--wait",
+                 "--wait-timeout", "0.3") == 1  # the removal is version 2
+    assert "3 of 3 proxy workers do not serve route table version 2" in capsys.readouterr().err

@@ -208,6 +208,13 @@ def test_real_responses_match_their_schemas(api):
     api.redis.hset(keys.HEARTBEATS, "worker/h:1", 1)
     status = api.get("/api/v1/orchestrator/status", api.admin)
     conforms("/api/v1/orchestrator/status", "get", "200", status)
+    api.redis.hset(keys.HEARTBEATS, "proxy/h:2", int(time.time() * 1000))
+    api.redis.hset(keys.PROXY_SERVED, "proxy/h:2", '{"route":3}')
+    proxies = api.get("/api/v1/proxies", api.admin)
+    conforms("/api/v1/proxies", "get", "200", proxies)
+    assert proxies.json["proxies"][0]["route"] == 3
+    conforms("/api/v1/jobs/{trace_id}", "get", "200", api.get(f"/api/v1/jobs/{'1' * 32}",
+                                                               api.admin))
     api.publisher.flush()
     events = api.get("/api/v1/events", api.admin, params={"limit": 1})
     conforms("/api/v1/events", "get", "200", events)

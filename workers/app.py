@@ -9,6 +9,7 @@ from app.settings import Settings
 from workers import alerts, certificates, maintenance, reconcile, services
 from workers.broker import HeartbeatMiddleware, StopWithParentMiddleware, setup_broker
 from workers.deps import WorkerDeps, create_deps
+from workers.held import HeldMiddleware
 
 
 def create_worker(settings: Settings, client: redis.Redis | None = None) -> WorkerDeps:
@@ -17,6 +18,7 @@ def create_worker(settings: Settings, client: redis.Redis | None = None) -> Work
     broker = setup_broker(settings)
     broker.add_middleware(HeartbeatMiddleware(client))
     broker.add_middleware(StopWithParentMiddleware())
+    broker.add_middleware(HeldMiddleware(client))
     deps = create_deps(settings, client)
     maintenance.register(broker, deps)
     certificates.register(broker, deps)

@@ -17,6 +17,7 @@ from app.api.events import SSE_BLOCK_MS, SSE_PING_S, EventsResource, EventStream
 from app.api.health import HealthResource
 from app.api.observability import add_observability_routes
 from app.api.openapi import OpenApiResource
+from app.api.proxies import JobResource, ProxiesResource
 from app.api.routes import RouteResource, RoutesResource
 from app.api.services import add_service_routes
 from app.api.status import StatusResource, TrimStreamsJobResource
@@ -103,6 +104,8 @@ def create_api(settings: Settings, redis_client: redis.Redis, broker: dramatiq.B
     app.add_route("/api/v1/orchestrator/status",
                   StatusResource(settings, redis_client, broker, clock))
     app.add_route("/api/v1/orchestrator/jobs/trim-streams", TrimStreamsJobResource(broker))
+    app.add_route("/api/v1/proxies", ProxiesResource(settings, redis_client, clock))
+    app.add_route("/api/v1/jobs/{trace_id}", JobResource(redis_client))
     app.add_route("/api/v1/events", EventsResource(redis_client))
     app.add_route("/api/v1/events/stream",
                   EventStreamResource(redis_client, ping_s=sse_ping_s, block_ms=sse_block_ms))

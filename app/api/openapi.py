@@ -341,6 +341,38 @@ _SCHEMAS = {
             },
         },
     },
+    "Proxies": {
+        "type": "object",
+        "required": ["tables", "proxies"],
+        "properties": {
+            "tables": {"type": "object", "required": ["route", "certificate"],
+                       "properties": {"route": {"type": "integer"},
+                                      "certificate": {"type": "integer"}},
+                       "description": "The stored version of each table the proxies hold."},
+            "proxies": {"type": "array", "items": {
+                "type": "object",
+                "required": ["component", "instance", "age_s", "route", "certificate"],
+                "properties": {
+                    "component": {"type": "string", "enum": ["proxy", "proxy-tls"]},
+                    "instance": {"type": "string"},
+                    "age_s": {"type": "number", "description": "Since its last heartbeat."},
+                    "route": {"type": ["integer", "null"],
+                              "description": "Route table version in its memory (null: "
+                                             "not reported yet)."},
+                    "certificate": {"type": ["integer", "null"],
+                                    "description": "Certificate index version in its "
+                                                   "memory (null: not reported yet)."},
+                }}, "description": "Every live proxy worker (heartbeat not stale)."},
+        },
+    },
+    "Job": {
+        "type": "object",
+        "required": ["trace_id", "running"],
+        "properties": {"trace_id": {"type": "string"},
+                       "running": {"type": "boolean",
+                                   "description": "A worker runs a message of this trace "
+                                                  "now."}},
+    },
     "JobAccepted": {
         "type": "object",
         "required": ["job", "trace_id", "message_id"],
@@ -469,6 +501,27 @@ def _paths() -> dict:
                                   "content": _json(_ref("JobAccepted"))},
                           **_errors(*_AUTHED, "403", "413", "415")},
         }},
+        "/api/v1/proxies": {"get": {
+            "operationId": "proxies",
+            "summary": "The table versions each live proxy worker serves",
+            "description": "A change is served by every proxy once each listed worker reports "
+                           "at least the table version read after the change.",
+            "responses": {"200": {"description": "Proxies", "content": _json(_ref("Proxies"))},
+                          **_errors(*_AUTHED)},
+        }},
+        "/api/v1/jobs/{trace_id}": {
+            "parameters": [{"name": "trace_id", "in": "path", "required": True,
+                            "schema": {"type": "string", "pattern": "^[0-9a-f]{32}$"}}],
+            "get": {
+                "operationId": "job",
+                "summary": "Whether a worker runs a job of this trace now",
+                "description": "`running` false: the job waits in its queue, for a retry, or "
+                               "for a stopped worker's messages to be redelivered, or it is "
+                               "done.",
+                "responses": {"200": {"description": "Job", "content": _json(_ref("Job"))},
+                              **_errors(*_AUTHED)},
+            },
+        },
         "/api/v1/events": {"get": {
             "operationId": "searchEvents",
             "summary": "Search events, newest first",

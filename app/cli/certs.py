@@ -1,7 +1,8 @@
 """`berth certs issue|list|show|renew|revoke|convert|rm`: TLS certificates over ACME.
 
 The API answers each change at once with a trace id; `--wait` follows that trace's events
-until the certificate is ready (or the attempt failed) and sets the exit status accordingly.
+until the certificate is ready (or the attempt failed) and every live proxy worker serves
+the certificate index it left, and sets the exit status accordingly.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def _accepted(args, client: ApiClient, reply: Reply, action: str, start: str) ->
     follow_command(client, args, trace_id, stream="certificate", start=start,
                    done=DONE[action], failed=FAILED,
                    failure="Certificate not obtained" if action != "rm" else "Not deleted",
-                   describe=_describe)
+                   describe=_describe, served="certificate")
     return 0
 
 

@@ -3,6 +3,10 @@
 A route is named by its id (rt_...) or by `HOST[/PATH]` (its host and path prefix). `update`
 and `rm` send the version of the route they read, or the one given with --if-version, so a
 change made meanwhile by someone else is refused (409) instead of silently overwritten.
+
+The API stores a change at once; the proxy workers load it moments later. `--wait` returns
+only once every live proxy worker serves it (app/cli/served.py), and exits 1 naming the
+workers that do not within --wait-timeout.
 """
 
 from __future__ import annotations
@@ -13,10 +17,12 @@ import re
 from urllib.parse import quote
 
 from app.choices import SCOPES
-from app.cli.args import key_value, size
+from app.cli.args import key_value, positive_float, size
 from app.cli.client import ApiClient
 from app.cli.errors import ApiError, UsageError
 from app.cli.output import clean, emit_json, pairs, say, table, when
+from app.cli.served import SERVED_TIMEOUT_S
+from app.cli.waiting import wait_until_served
 from app.errors import ValidationError
 
 ROUTES_PATH = "/api/v1/routes"
@@ -36,7 +42,8 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
                     "goes to one or more targets. ROUTE is a route id (rt_...) or HOST[/PATH].")
     verbs = routes.add_subparsers(dest="verb", metavar="VERB", required=True)
 
-    add = verbs.add_parser("add", parents=[common, _options(update=False)],
+    waiting = _wait_options()
+    add = verbs.add_parser("add", parents=[common, waiting, _options(update=False)],
                            help="add a route",
                            description="Add a route, e.g. `berth routes add shop.example.com "
                                        "--target http://127.0.0.1:9000`.")
@@ -51,14 +58,25 @@ def register(commands: argparse._SubParsersAction, common: argparse.ArgumentPars
     show.set_defaults(func=show_route)
 
     update = verbs.add_parser(
-        "update", parents=[common, _options(update=True)], help="change a route",
+        "update", parents=[common, waiting, _options(update=True)], help="change a route",
         description="Change the given fields of a route; the others keep their values.")
     update.add_argument("route", metavar="ROUTE")
     update.set_defaults(func=update_route)
 
-    rm = verbs.add_parser("rm", parents=[common, _version_option()], help="remove a route")
+    rm = verbs.add_parser("rm", parents=[common, waiting, _version_option()],
+                          help="remove a route")
     rm.add_argument("route", metavar="ROUTE")
     rm.set_defaults(func=remove_route)
+
+
+def _wait_options() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--wait", action="store_true",
+                        help="return once every proxy worker serves the change")
+    parser.add_argument("--wait-timeout", type=positive_float, default=SERVED_TIMEOUT_S,
+                        metavar="SECONDS", help="with --wait: fail (exit 1) when a proxy "
+                        f"worker does not serve it within SECONDS (default: {SERVED_TIMEOUT_S:g})")
+    return parser
 
 
 def _version_option() -> argparse.ArgumentParser:
@@ -241,7 +259,7 @@ def add_route(args: argparse.Namespace, client: ApiClient) -> int:
     if path is not None:
         body["path_prefix"] = path
     reply = client.request("POST", ROUTES_PATH, body=body, params=_override(args))
-    return _done(args, "added", reply.data, reply.trace_id)
+    return _done(args, client, "added", reply.data, reply.trace_id)
 
 
 def update_route(args: argparse.Namespace, client: ApiClient) -> int:
@@ -252,28 +270,46 @@ def update_route(args: argparse.Namespace, client: ApiClient) -> int:
     version = route["version"] if args.if_version is None else args.if_version
     reply = client.request("PATCH", _path(route["id"]), body={"version": version, **changes},
                            params=_override(args))
-    return _done(args, "updated", reply.data, reply.trace_id)
+    return _done(args, client, "updated", reply.data, reply.trace_id)
 
 
 def remove_route(args: argparse.Namespace, client: ApiClient) -> int:
     route = find_route(client, args.route)
     version = route["version"] if args.if_version is None else args.if_version
     reply = client.delete(_path(route["id"]), {"version": version})
-    if args.json:
-        emit_json({"id": route["id"], "removed": True, "trace_id": reply.trace_id})
-    else:
-        say(clean(f"removed route {route['id']} ({_where(route)})"))
-        say(f"trace: {reply.trace_id}")
-    return 0
+
+    def show() -> None:
+        if args.json:
+            emit_json({"id": route["id"], "removed": True, "trace_id": reply.trace_id})
+        else:
+            say(clean(f"removed route {route['id']} ({_where(route)})"))
+            say(f"trace: {reply.trace_id}")
+
+    return _served(args, client, show)
 
 
-def _done(args: argparse.Namespace, verb: str, route: dict, trace_id: str) -> int:
-    if args.json:
-        emit_json(route)
-    else:
-        say(clean(f"{verb} route {route.get('id')}: {_where(route)} -> "
-                  f"{', '.join(route.get('targets') or [])} (version {route.get('version')})"))
-        say(f"trace: {trace_id}")
+def _done(args: argparse.Namespace, client: ApiClient, verb: str, route: dict,
+          trace_id: str) -> int:
+    def show() -> None:
+        if args.json:
+            emit_json(route)
+        else:
+            say(clean(f"{verb} route {route.get('id')}: {_where(route)} -> "
+                      f"{', '.join(route.get('targets') or [])} "
+                      f"(version {route.get('version')})"))
+            say(f"trace: {trace_id}")
+
+    return _served(args, client, show)
+
+
+def _served(args: argparse.Namespace, client: ApiClient, show) -> int:
+    """`show()` the stored change; with --wait, once every proxy worker serves it (and
+    also when one does not: the change is stored, and the error says who lags)."""
+    try:
+        if args.wait:
+            wait_until_served(client, "route", timeout=args.wait_timeout)
+    finally:
+        show()
     return 0
 
 

@@ -4,7 +4,8 @@ berth runs and routes to by hostname.
 Every change is queued: the API answers at once with the service and a trace id, and a worker
 does the Docker work. `--wait` follows that trace's events until the command is done (the
 service is healthy and routed, scaled, stopped, deleted...) or failed, and sets the exit
-status accordingly (see app/cli/waiting.py).
+status accordingly; done includes every live proxy worker serving the service's route as
+the command left it (see app/cli/waiting.py).
 """
 
 from __future__ import annotations
@@ -207,7 +208,7 @@ def _accepted(args, client: ApiClient, reply: Reply, action: str, start: str) ->
         return 0
     follow_command(client, args, trace_id, stream="service", start=start,
                    done={DONE[action]}, failed=FAILED, failure=FAILURE[action],
-                   describe=describe)
+                   describe=describe, served="route")
     return 0
 
 

@@ -24,7 +24,7 @@ from harness.procs import wait_until
 from harness.proxy import ProxyProcess
 from harness.worker import start_worker
 from tests.support.api import Api, start_web
-from tests.support.cli import ROOT, berth, interruptible, run_berth, serve
+from tests.support.cli import ROOT, berth, interruptible, run_berth, serve, spawn_berth
 
 pytestmark = [pytest.mark.docker]
 
@@ -145,16 +145,14 @@ def web(redis_server, docker_daemon, tmp_path_factory):
 def platform(request, redis_server, redis_client, docker_daemon, docker_client, web, proxy,
              tmp_path):
     """The web process, a fresh worker and the proxy; yields (API URL, admin token)."""
-    env = {"REDIS_URL": redis_server.url, "DOCKER_HOST": docker_daemon.url,
-           "BERTH_IMAGE_PULL": "never", "BERTH_SERVICE_DRAIN_MS": "300",
-           "BERTH_SERVICE_START_TIMEOUT_S": "20", "BERTH_SERVICE_STOP_TIMEOUT_S": "5",
-           "BERTH_LOG_FORMAT": "text"}
-    worker = start_worker(env, tmp_path / "worker.log", threads=4)
+    worker = start_worker(worker_env(redis_server, docker_daemon), tmp_path / "worker.log",
+                          threads=4)
     try:
         wait_until(lambda: worker.alive() and any(
             m.startswith("worker/") for m in redis_client.hkeys(keys.HEARTBEATS)),
             timeout=30, what="the worker beating")
         _token, admin = TokenStore(redis_client).issue(name="ops", scope="admin", owner="ops")
+        proxies_reporting(redis_client, proxy)
         yield web[1], admin
     finally:
         report = getattr(request.node, "report_call", None)
@@ -163,6 +161,22 @@ def platform(request, redis_server, redis_client, docker_daemon, docker_client, 
                   f"{web[0].output()[-5000:]}\n----- proxy -----\n{proxy.output()[-3000:]}")
         worker.stop()
         remove_test_containers(docker_client)
+
+
+def worker_env(redis_server, docker_daemon) -> dict[str, str]:
+    return {"REDIS_URL": redis_server.url, "DOCKER_HOST": docker_daemon.url,
+            "BERTH_IMAGE_PULL": "never", "BERTH_SERVICE_DRAIN_MS": "300",
+            "BERTH_SERVICE_START_TIMEOUT_S": "20", "BERTH_SERVICE_STOP_TIMEOUT_S": "5",
+            "BERTH_LOG_FORMAT": "text"}
+
+
+def proxies_reporting(redis_client, proxy: ProxyProcess) -> None:
+    """Until both proxy workers report what they serve again: the test's Redis was just
+    emptied, and `--wait` waits for the proxy workers it knows of."""
+    def reporting() -> bool:
+        beating = {m for m in redis_client.hkeys(keys.HEARTBEATS) if m.startswith("proxy/")}
+        return len(beating & set(redis_client.hkeys(keys.PROXY_SERVED))) == proxy.workers
+    wait_until(reporting, timeout=15, what="both proxy workers reporting")
 
 
 def get(port: int, host: str, path: str = "/") -> tuple[int, bytes]:
@@ -227,11 +241,14 @@ def test_services_cli_create_wait_logs_scale_rm(platform, proxy, test_image, doc
     assert out[0].startswith("service_created: web containers created: berth-web.")
     assert out[-1].startswith("service_started: web healthy and routed at "
                               "http://web.localhost/: berth-web.")
-    # Routed once healthy: the proxy serves it by hostname (after its route table refresh).
-    wait_until(lambda: get(proxy.port, "web.localhost")[0] == 200, timeout=15,
-               what="web.localhost served through the proxy")
+    # "Routed" means served: right away, every request on a new connection (so on either
+    # proxy worker) reaches the container.
+    statuses = [get(proxy.port, "web.localhost", "/id.txt")[0] for _ in range(40)]
+    print(f"services create --wait: {statuses.count(404)} of {len(statuses)} requests right "
+          "after it 404")
+    assert set(statuses) == {200}
 
-    logs = run("logs", "web", "--tail", "20")
+    logs = run("logs", "web", "--tail", "all")  # the requests above logged 40 lines
     assert logs.returncode == 0, logs.stderr
     assert "serving on 8080 as " in logs.stdout
 
@@ -294,3 +311,68 @@ def test_services_cli_stops_waiting_on_ctrl_c_or_its_timeout_and_says_so(platfor
                           url=url, token=admin)
     assert timed_out.returncode == 1
     assert timed_out.stderr == "berth: Timed out: no terminal event within 2s\n"
+
+
+@pytest.mark.e2e
+def test_services_cli_wait_says_when_no_worker_runs_the_command(
+        web, proxy, redis_server, redis_client, docker_daemon, docker_client, test_image,
+        tmp_path):
+    """No worker runs: `--wait` says so once; a worker started then runs the command (the
+    API says a worker holds it meanwhile, and `--wait` that a worker runs it). SIGKILLed with
+    it, `--wait` says again that it waits; the next worker gets it redelivered and `--wait`
+    finishes as usual."""
+    url = web[1]
+    _token, admin = TokenStore(redis_client).issue(name="ops", scope="admin", owner="ops")
+    proxies_reporting(redis_client, proxy)
+    # Serving starts 5 s late: a silence in the events while a worker holds the command.
+    waiting = spawn_berth("services", "create", "web", "--image", test_image, "--port", "8080",
+                          "--label", LABEL, *HEALTH, "--command",
+                          "sh -c 'sleep 5; exec sh /start.sh'", "--wait", url=url, token=admin)
+    notes: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [notes.put(line) for line in waiting.stderr],
+                              daemon=True)
+    reader.start()
+    worker = None
+    try:
+        note = line_with(notes, "waiting for a worker", timeout=20)
+        assert note.startswith("berth: waiting for a worker: no worker runs this command yet")
+        worker = start_worker(worker_env(redis_server, docker_daemon), tmp_path / "worker.log",
+                              threads=4)
+        created = wait_until(lambda: next(
+            (fields for _id, fields in redis_client.xrange(keys.stream("service"))
+             if fields["type"] == "service_created"), None), timeout=30,
+            what="the worker creating the containers")
+        job = f"/api/v1/jobs/{created['trace_id']}"
+
+        def running() -> bool:
+            conn = http.client.HTTPConnection(url.removeprefix("http://"), timeout=5)
+            try:
+                conn.request("GET", job, headers={"Authorization": f"Bearer {admin}"})
+                return json.loads(conn.getresponse().read())["running"]
+            finally:
+                conn.close()
+
+        assert running()  # inside the 5 s health wait
+        assert line_with(notes, "berth: ") == "berth: a worker runs the command now\n"
+        worker.kill()  # SIGKILL: the message stays unacknowledged until redelivery
+        assert line_with(notes, "berth: ", timeout=20).startswith(
+            "berth: waiting for a worker: ")
+        assert not running()
+        worker = start_worker(worker_env(redis_server, docker_daemon),
+                              tmp_path / "worker-2.log", threads=4)
+        assert waiting.wait(90) == 0, worker.output()
+        out = waiting.stdout.read()
+        assert out.splitlines()[-1].startswith("service_started: web healthy and routed")
+        reader.join(5)
+        rest = [notes.get() for _ in range(notes.qsize())]
+        assert set(rest) <= {"berth: a worker runs the command now\n"}, rest
+        wait_until(lambda: not running(), what="the held marker gone once done")
+        statuses = {get(proxy.port, "web.localhost", "/id.txt")[0] for _ in range(20)}
+        assert statuses == {200}
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.wait(5)
+        if worker is not None:
+            worker.stop()
+        remove_test_containers(docker_client)

@@ -45,13 +45,23 @@ def berth(url: str, token: str, *argv: str) -> int:
     return main(["--url", url, "--token", token, *argv], environ={})
 
 
+def _env(url: str, token: str) -> dict[str, str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
+    return {**base, "BERTH_URL": url, "BERTH_TOKEN": token}
+
+
 def run_berth(*args: str, url: str, token: str, timeout: float = 60
               ) -> subprocess.CompletedProcess:
     """`./berth ARGS` as a user runs it, with BERTH_URL and BERTH_TOKEN set."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("BERTH_")}
     return subprocess.run([str(ROOT / "berth"), *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=timeout,
-                          env={**base, "BERTH_URL": url, "BERTH_TOKEN": token})
+                          text=True, timeout=timeout, env=_env(url, token))
+
+
+def spawn_berth(*args: str, url: str, token: str) -> subprocess.Popen:
+    """`./berth ARGS` started as `run_berth` runs it, its output on text pipes; returns at
+    once (the caller waits for it)."""
+    return subprocess.Popen([str(ROOT / "berth"), *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_env(url, token))
 
 
 def assert_one_line_failure(result: subprocess.CompletedProcess, starts: str) -> str:
