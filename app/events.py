@@ -567,23 +567,51 @@ def stream_lengths(client: redis.Redis, streams: Iterable[str] = keys.ALL_STREAM
     return dict(zip(streams, pipe.execute(), strict=True))
 
 
+LAG_COUNT_MAX = 10_000  # entries counted per group at most; beyond, lag is this bound
+
+
+def _entry_id(value: str) -> tuple[int, int]:
+    ms, _, seq = value.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def consumer_lag(client: redis.Redis, streams: Iterable[str] = keys.ALL_STREAMS) -> list[dict]:
-    """Per stream and group: entries not yet delivered (lag), pending, and age of oldest unread."""
+    """Per stream and group: entries not yet delivered (lag), pending, and the age of the
+    oldest one not yet delivered. The lag is counted from the group's last-delivered id and
+    the stream's newest id, never taken from XINFO's entries-read/lag, which a restart or a
+    trim leaves wrong (a lag of thousands with nothing left to read); it is counted up to
+    LAG_COUNT_MAX (`lag_capped` then)."""
     groups = []
     for name in streams:
         try:
             infos = client.xinfo_groups(name)
         except redis.ResponseError:  # no such stream yet
             continue
+        if not infos:
+            continue
+        newest = client.xrevrange(name, count=1)
+        newest_id = _entry_id(newest[0][0]) if newest else (0, 0)
         for info in infos:
-            lag = info.get("lag")
-            last = info.get("last-delivered-id", "0-0")
-            oldest_unread_ms = None
-            if lag:
-                nxt = client.xrange(name, min=f"({last}", count=1)
-                if nxt:
-                    oldest_unread_ms = now_ms() - int(nxt[0][0].split("-")[0])
+            last = info.get("last-delivered-id") or "0-0"
+            lag, capped, oldest_unread_ms = 0, False, None
+            if _entry_id(last) < newest_id:
+                lag, capped, oldest = _count_after(client, name, last)
+                if oldest is not None:
+                    oldest_unread_ms = max(0, now_ms() - _entry_id(oldest)[0])
             groups.append({"stream": name, "group": info["name"], "consumers": info["consumers"],
-                           "pending": info["pending"], "lag": lag,
+                           "pending": info["pending"], "lag": lag, "lag_capped": capped,
                            "lag_seconds": (oldest_unread_ms or 0) / 1000})
     return groups
+
+
+def _count_after(client: redis.Redis, stream: str, last: str) -> tuple[int, bool, str | None]:
+    """(entries after `last`, whether the count stopped at LAG_COUNT_MAX, the first id)."""
+    count, first, start = 0, None, f"({last}"
+    while count < LAG_COUNT_MAX:
+        page = client.xrange(stream, min=start, count=min(1000, LAG_COUNT_MAX - count))
+        if not page:
+            return count, False, first
+        first = first or page[0][0]
+        count += len(page)
+        start = f"({page[-1][0]}"
+    return count, bool(client.xrange(stream, min=start, count=1)), first
