@@ -377,3 +377,18 @@ def test_reader_and_publisher_wait_out_misconf_and_recover_by_themselves(tmp_pat
         publisher.close(timeout=1)
         client.close()
         server.stop()
+
+
+def test_the_commit_script_is_registered_again_after_redis_lost_its_scripts(redis_client):
+    # What a Redis restart does to the script cache: redis-py's Script runs EVALSHA, meets
+    # NOSCRIPT and loads the script again, so the Reader notices nothing.
+    def handler(events, effects):
+        effects.incrby("test:applied", len(events))
+
+    reader = Reader(redis_client, REQUESTS, "g", "c1", handler, block_ms=10)
+    redis_client.xadd(REQUESTS, Event.create("x", "t", "s").to_fields())
+    assert reader.run_once() == 1
+    redis_client.script_flush()
+    redis_client.xadd(REQUESTS, Event.create("x", "t", "s").to_fields())
+    assert reader.run_once() == 1
+    assert redis_client.get("test:applied") == "2"
