@@ -29,7 +29,7 @@ import redis
 from redis.commands.core import DataAccessCommands, Script, ScriptCommands
 
 from app import redis as keys
-from app.background import ProcessThread
+from app.background import Backoff, ProcessThread
 from app.logs import redact
 from app.tracing import get_trace_id
 
@@ -171,22 +171,20 @@ class Publisher:
         self._wake.set()
 
     def _run(self, stop: threading.Event) -> None:
-        backoff = 0.0
+        backoff = Backoff("event publisher", log, max_s=2.0)
+        wait = 0.0
         while not stop.is_set():
-            self._wake.wait(backoff or self._flush_s)
+            self._wake.wait(wait or self._flush_s)
             self._wake.clear()
             while self._buffer:
                 try:
                     self._write_batch()
-                    backoff = 0.0
-                    if not self.redis_ok:
-                        log.info("event publisher reconnected to Redis")
+                    backoff.succeeded()
+                    wait = 0.0
                     self.redis_ok = True
-                except redis.RedisError as ex:
-                    if self.redis_ok:
-                        log.warning("event publisher cannot reach Redis (%s); buffering", ex)
+                except redis.RedisError as ex:  # unreachable or refusing: keep buffering
                     self.redis_ok = False
-                    backoff = min(max(backoff * 2, 0.1), 2.0)
+                    wait = backoff.failed(ex)
                     break
                 if len(self._buffer) < self._batch:
                     # What arrived during that write waits for the next interval (or a full
@@ -204,17 +202,30 @@ class Publisher:
         return event
 
     def _write_batch(self) -> None:
+        """Write the head of the buffer. Entries whose XADD Redis refused stay at the head,
+        in order, for the next attempt; those it stored leave the buffer even when others of
+        the batch failed (Redis starting to refuse writes mid-batch), so none is written
+        twice. Raises the first error."""
+        # Left in the buffer while written (only this thread takes from it), so `flush`
+        # waits for them and `publish` counts them against the bound.
         batch = [self._buffer[i] for i in range(min(self._batch, len(self._buffer)))]
         commands = [xadd_command(stream_key, event, self._maxlen)
                     for stream_key, event in batch]
         unreported = self._dropped_unreported
         if unreported:
             commands.append(("INCRBY", keys.EVENTS_DROPPED, unreported))
-        _pipeline(self._client, commands)
-        self._dropped_unreported -= unreported
+        replies = _pipeline(self._client, commands)  # a broken connection: all stay
+        failed = [item for item, reply in zip(batch, replies, strict=False)
+                  if isinstance(reply, Exception)]
         for _ in batch:
             self._buffer.popleft()
-        self.published += len(batch)
+        self._buffer.extendleft(reversed(failed))
+        if not (unreported and isinstance(replies[-1], Exception)):
+            self._dropped_unreported -= unreported
+        self.published += len(batch) - len(failed)
+        errors = [reply for reply in replies if isinstance(reply, Exception)]
+        if errors:
+            raise errors[0]
 
 
 def xadd_command(stream_key: str, event: Event, maxlen: int) -> tuple:
@@ -224,30 +235,29 @@ def xadd_command(stream_key: str, event: Event, maxlen: int) -> tuple:
             *chain.from_iterable(event.to_fields().items()))
 
 
-def _pipeline(client: redis.Redis, commands: list[tuple]) -> None:
-    """Send `commands` in one write on one pooled connection and read every reply; raises
-    the first error reply, as a non-transactional pipeline does. The proxy publishes an
+def _pipeline(client: redis.Redis, commands: list[tuple]) -> list:
+    """Send `commands` in one write on one pooled connection and read every reply; returns
+    them, an error reply as its ResponseError (a non-transactional pipeline). The proxy publishes an
     event per request, and redis-py's Pipeline (a Command object, per-argument encoding and
     a reply callback per command) cost more than the rest of that event."""
     pool = client.connection_pool
     conn = pool.get_connection()
-    errors = []
+    replies: list = []
     try:
         packed = (b"".join(map(hiredis.pack_command, commands)) if hiredis is not None
                   else b"".join(conn.pack_commands(commands)))
         conn.send_packed_command([packed])
         for _ in commands:
             try:
-                conn.read_response()
+                replies.append(conn.read_response())
             except redis.ResponseError as ex:
-                errors.append(ex)
+                replies.append(ex)
     except BaseException:
         conn.disconnect()  # replies may be left unread: the connection cannot be reused
         raise
     finally:
         pool.release(conn)
-    if errors:
-        raise errors[0]
+    return replies
 
 
 def create_publisher(settings, client: redis.Redis) -> Publisher:
@@ -419,23 +429,27 @@ class Reader:
         return self._process(entries) if entries else 0
 
     def run(self, stop: threading.Event | Callable[[], bool]) -> None:
-        """Loop until `stop` is set; Redis outages are waited out, never fatal."""
-        should_stop = stop.is_set if isinstance(stop, threading.Event) else stop
-        backoff = 0.1
+        """Loop until `stop` is set. Every Redis error is waited out with a backoff, never
+        fatal: unreachable, or refusing (MISCONF, OOM, READONLY, LOADING...), or a restart
+        that lost the group (NOGROUP: it is created again)."""
+        if isinstance(stop, threading.Event):
+            should_stop, pause = stop.is_set, stop.wait
+        else:
+            should_stop, pause = stop, time.sleep
+        backoff = Backoff(f"reader of {self.stream} ({self.group})", log, max_s=5.0)
         while not should_stop():
             try:
                 self.run_once()
-                backoff = 0.1
-            except redis.ConnectionError as ex:
-                log.warning("reader %s/%s: Redis unreachable (%s)", self.stream, self.group, ex)
+                backoff.succeeded()
+            except redis.RedisError as ex:
+                # Whatever this consumer was given and could not acknowledge is its own
+                # pending: read it first when Redis serves again, rather than waiting for the
+                # claim time to pass.
+                self._recover_own = True
                 self._group_ready = False
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-            except redis.ResponseError as ex:
-                if "NOGROUP" in str(ex):
-                    self._group_ready = False
-                    continue
-                raise
+                if "NOGROUP" in str(ex) and backoff.ok:
+                    continue  # a restarted Redis without the group: create it at once
+                pause(backoff.failed(ex))
 
     def _read(self, start: str, block: int | None) -> list[tuple[str, dict]]:
         result = self.client.xreadgroup(self.group, self.consumer, {self.stream: start},
@@ -508,8 +522,8 @@ class Reader:
             effects = Effects()
             try:
                 self.handler(events, effects)
-            except redis.ConnectionError:
-                raise
+            except redis.RedisError:
+                raise  # Redis, not the entries: `run` waits it out, the batch stays pending
             except Exception:
                 log.exception("handler failed on %d %s entries", len(events), self.stream)
                 return None
@@ -553,23 +567,51 @@ def stream_lengths(client: redis.Redis, streams: Iterable[str] = keys.ALL_STREAM
     return dict(zip(streams, pipe.execute(), strict=True))
 
 
+LAG_COUNT_MAX = 10_000  # entries counted per group at most; beyond, lag is this bound
+
+
+def _entry_id(value: str) -> tuple[int, int]:
+    ms, _, seq = value.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def consumer_lag(client: redis.Redis, streams: Iterable[str] = keys.ALL_STREAMS) -> list[dict]:
-    """Per stream and group: entries not yet delivered (lag), pending, and age of oldest unread."""
+    """Per stream and group: entries not yet delivered (lag), pending, and the age of the
+    oldest one not yet delivered. The lag is counted from the group's last-delivered id and
+    the stream's newest id, never taken from XINFO's entries-read/lag, which a restart or a
+    trim leaves wrong (a lag of thousands with nothing left to read); it is counted up to
+    LAG_COUNT_MAX (`lag_capped` then)."""
     groups = []
     for name in streams:
         try:
             infos = client.xinfo_groups(name)
         except redis.ResponseError:  # no such stream yet
             continue
+        if not infos:
+            continue
+        newest = client.xrevrange(name, count=1)
+        newest_id = _entry_id(newest[0][0]) if newest else (0, 0)
         for info in infos:
-            lag = info.get("lag")
-            last = info.get("last-delivered-id", "0-0")
-            oldest_unread_ms = None
-            if lag:
-                nxt = client.xrange(name, min=f"({last}", count=1)
-                if nxt:
-                    oldest_unread_ms = now_ms() - int(nxt[0][0].split("-")[0])
+            last = info.get("last-delivered-id") or "0-0"
+            lag, capped, oldest_unread_ms = 0, False, None
+            if _entry_id(last) < newest_id:
+                lag, capped, oldest = _count_after(client, name, last)
+                if oldest is not None:
+                    oldest_unread_ms = max(0, now_ms() - _entry_id(oldest)[0])
             groups.append({"stream": name, "group": info["name"], "consumers": info["consumers"],
-                           "pending": info["pending"], "lag": lag,
+                           "pending": info["pending"], "lag": lag, "lag_capped": capped,
                            "lag_seconds": (oldest_unread_ms or 0) / 1000})
     return groups
+
+
+def _count_after(client: redis.Redis, stream: str, last: str) -> tuple[int, bool, str | None]:
+    """(entries after `last`, whether the count stopped at LAG_COUNT_MAX, the first id)."""
+    count, first, start = 0, None, f"({last}"
+    while count < LAG_COUNT_MAX:
+        page = client.xrange(stream, min=start, count=min(1000, LAG_COUNT_MAX - count))
+        if not page:
+            return count, False, first
+        first = first or page[0][0]
+        count += len(page)
+        start = f"({page[-1][0]}"
+    return count, bool(client.xrange(stream, min=start, count=1)), first

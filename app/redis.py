@@ -25,6 +25,8 @@ EVENTS_DROPPED = f"{PREFIX}:events:dropped"
 
 # Component heartbeats: hash of "component/instance" -> last beat (ms since epoch).
 HEARTBEATS = f"{PREFIX}:heartbeats"
+# Hash of the same members -> why that process is degraded (absent while it is healthy).
+HEARTBEAT_STATES = f"{PREFIX}:heartbeats:degraded"
 
 # What each proxy worker serves: hash of "component/instance" (its heartbeat's member) ->
 # JSON {"route": n, "certificate": n} table versions in its memory (app/served.py).

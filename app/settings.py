@@ -232,9 +232,11 @@ class Settings:
     )
     heartbeat_stale_s: int = _setting(
         "BERTH_HEARTBEAT_STALE_S",
-        "30",
+        "15",
         _int_range(1, 3600),
-        "A component whose last heartbeat is older than this is reported down.",
+        "A component whose last heartbeat is older than this is reported stale (three of "
+        "its 5 s beats missed); `berth status` then exits 4. Entries older than 10 minutes "
+        "are removed.",
     )
     web_workers: int = _setting(
         "BERTH_WEB_WORKERS", "1", _int_range(1, 64), "gunicorn workers of the web process."

@@ -23,7 +23,7 @@ from typing import Generic, TypeVar
 import redis
 
 from app import redis as keys
-from app.background import current_pid
+from app.background import Backoff, current_pid
 from app.errors import Unavailable
 from app.stores.base import Repository
 from proxy.routing import RouteTable
@@ -48,7 +48,8 @@ class TableCache(Generic[T]):
         self._pid: int | None = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._redis_ok = True
+        self._backoff = Backoff(f"{store.noun} table refresh", log, first_s=0.2,
+                                max_s=interval_s)
         self._retry_at = 0.0
 
     def get(self) -> T | None:
@@ -99,16 +100,17 @@ class TableCache(Generic[T]):
         if self.store.table_version() != self.version or self.current is None:
             self.reload()
 
-    def _redis_down(self, ex: Exception) -> None:
-        if self._redis_ok:
-            log.warning("%s table: Redis unreachable (%s); serving the last known table",
-                        self.store.noun, ex)
-        self._redis_ok = False
+    @property
+    def _redis_ok(self) -> bool:
+        return self._backoff.ok
+
+    def _redis_down(self, ex: Exception) -> float:
+        """Logged once per state change (the last known table keeps serving meanwhile);
+        returns how long to wait before the next attempt."""
+        return self._backoff.failed(ex)
 
     def _redis_up(self) -> None:
-        if not self._redis_ok:
-            log.info("%s table: Redis reachable again", self.store.noun)
-        self._redis_ok = True
+        self._backoff.succeeded()
 
     def _run(self, stop: threading.Event) -> None:
         pubsub = None
@@ -137,8 +139,7 @@ class TableCache(Generic[T]):
                 backoff = 0.0
                 self._redis_up()
             except (redis.RedisError, Unavailable, OSError) as ex:
-                self._redis_down(ex)
-                backoff = min(max(backoff * 2, 0.2), self.interval_s)
+                backoff = self._redis_down(ex)
                 pubsub = _close(pubsub)
             except Exception:  # e.g. a record that no longer parses: log it, keep refreshing
                 log.exception("%s table: refresh failed; serving the last known table",

@@ -28,6 +28,7 @@ import redis
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from app import redis as keys
+from app.background import Backoff
 from app.events import Publisher
 from app.heartbeat import Heartbeat, instance_name
 from app.locks import Fence, FencedLease, LeaseLost
@@ -69,6 +70,9 @@ class Scheduler:
         self.is_leader = False
         self.became_leader = threading.Event()
         self.runs: dict[str, int] = {}
+        # APScheduler paces the election (every quarter of the lease): this only logs state
+        # changes and reports them in the heartbeat.
+        self._election = Backoff("scheduler leader election", log)
         self.aps = BackgroundScheduler(timezone=datetime.UTC, job_defaults={
             "coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
         self._leader_jobs = {
@@ -108,8 +112,9 @@ class Scheduler:
     def _elect(self) -> None:
         try:
             leading = self.leadership.try_lead()
-        except redis.RedisError as ex:
-            log.warning("leader election: Redis unreachable (%s); not leading", ex)
+            self._election.succeeded()
+        except redis.RedisError as ex:  # unreachable or refusing: not leading meanwhile
+            self._election.failed(ex)
             self.leadership.fence = None
             leading = False
         if leading and not self.is_leader:
@@ -126,6 +131,8 @@ class Scheduler:
             self.became_leader.clear()
 
     def _as_leader(self, name: str, fn: Callable[[Fence], object]) -> Callable[[], None]:
+        backoff = Backoff(f"scheduler job {name}", log)  # its pace is the job's interval
+
         def run() -> None:
             fence = self.leadership.fence  # this run's term, checked in Redis by the job
             if fence is None:
@@ -136,10 +143,12 @@ class Scheduler:
                 except LeaseLost as ex:
                     log.warning("scheduler job %s stopped: no longer the leader (%s)", name, ex)
                     return
-                except redis.RedisError as ex:
-                    log.warning("scheduler job %s: Redis unreachable (%s)", name, ex)
+                except redis.RedisError as ex:  # the next interval tries again
+                    backoff.failed(ex)
                 except Exception:
                     log.exception("scheduler job %s failed", name)
+                else:
+                    backoff.succeeded()
             self.runs[name] = self.runs.get(name, 0) + 1
 
         return run

@@ -1,20 +1,26 @@
 """/api/v1/orchestrator/*, /healthz and component heartbeats, against a real Redis."""
 
+import logging
 import time
 
 import dramatiq
 import pytest
+import redis
 from falcon.testing import TestClient
 
 from app import jobs
 from app import redis as keys
 from app.api import create_api
-from app.events import Event
+from app.background import Backoff
+from app.events import Event, consumer_lag
 from app.heartbeat import Heartbeat, read_heartbeats
 from app.redis import create_client
+from app.settings import Settings
 from app.tracing import format_traceparent
+from scheduler.app import Leadership
 from tests.support.api import Api, bearer
 from tests.support.procs import free_port, wait_until
+from tests.support.refusing_redis import RefusingRedis
 from workers.broker import create_broker
 
 TRACE = "0af7651916cd43dd8448eb211c80319c"
@@ -32,7 +38,7 @@ def test_status_reports_heartbeats_against_the_clock(clocked):
     api = clocked
     api.redis.hset(keys.HEARTBEATS, mapping={
         "worker/host:1": int((NOW - 2) * 1000),
-        "worker/host:2": int((NOW - 600) * 1000),
+        "worker/host:2": int((NOW - 60) * 1000),
         "web/host:3": int(NOW * 1000),
     })
     response = api.get("/api/v1/orchestrator/status", api.admin)
@@ -45,6 +51,7 @@ def test_status_reports_heartbeats_against_the_clock(clocked):
     assert [(c["component"], c["instance"], c["alive"]) for c in written] == [
         ("web", "host:3", True), ("worker", "host:1", True), ("worker", "host:2", False)]
     assert written[1]["age_s"] == 2.0
+    assert [c["state"] for c in written] == ["alive", "alive", "stale"]
 
 
 def test_status_reports_streams_and_consumer_lag(api):
@@ -161,3 +168,128 @@ def test_the_web_app_starts_its_heartbeat_on_first_request(settings, redis_clien
     finally:
         beat.stop()
         harness.close()
+
+
+# -- stale, degraded and forgotten heartbeats; leader, engine, lag ------------------------------
+
+
+def test_status_shows_stale_and_degraded_and_forgets_the_long_dead(clocked):
+    api = clocked
+    stale_s = api.settings.heartbeat_stale_s
+    api.redis.hset(keys.HEARTBEATS, mapping={
+        "web/host:1": int((NOW - 1) * 1000),
+        "consumer/host:2": int((NOW - 1) * 1000),
+        "worker/host:3": int((NOW - stale_s - 1) * 1000),
+        "worker/host:4": int((NOW - 601) * 1000),  # dead for over 10 minutes
+    })
+    api.redis.hset(keys.HEARTBEAT_STATES, mapping={
+        "consumer/host:2": "reader of events:request:stream (consumer): Redis refusing writes",
+        "worker/host:4": "something"})
+    body = api.get("/api/v1/orchestrator/status", api.admin).json
+    written = {c["instance"]: c for c in body["components"] if c["instance"].startswith("host:")}
+    assert {i: c["state"] for i, c in written.items()} == {
+        "host:1": "alive", "host:2": "degraded", "host:3": "stale"}
+    assert written["host:2"]["alive"] is True and "refusing writes" in written["host:2"]["reason"]
+    assert written["host:3"]["alive"] is False and written["host:3"]["reason"] == ""
+    # The long-dead entry is removed from Redis, its state too.
+    assert not api.redis.hexists(keys.HEARTBEATS, "worker/host:4")
+    assert not api.redis.hexists(keys.HEARTBEAT_STATES, "worker/host:4")
+
+
+def test_a_beat_reports_the_loops_that_fail_and_forgets_the_long_dead(redis_client):
+    redis_client.hset(keys.HEARTBEATS, "worker/gone:9", int((time.time() - 700) * 1000))
+    beat = Heartbeat(redis_client, "tester", every_s=60)
+    loop = Backoff("test loop", logging.getLogger("test"))
+    try:
+        loop.failed(redis.ResponseError("MISCONF Redis is configured to save RDB snapshots"))
+        beat.beat()
+        (me,) = [b for b in read_heartbeats(redis_client, time.time(), stale_s=30)
+                 if b["component"] == "tester"]
+        assert me["state"] == "degraded"
+        assert me["reason"] == "test loop: Redis refusing writes (MISCONF: it cannot persist " \
+                               "to disk)"
+        assert not redis_client.hexists(keys.HEARTBEATS, "worker/gone:9")
+        loop.succeeded()
+        beat.beat()
+        (me,) = [b for b in read_heartbeats(redis_client, time.time(), stale_s=30)
+                 if b["component"] == "tester"]
+        assert (me["state"], me["reason"]) == ("alive", "")
+    finally:
+        loop.succeeded()
+
+
+def test_status_names_the_scheduler_leader_and_the_engine(api, settings):
+    assert api.get("/api/v1/orchestrator/status", api.admin).json["scheduler_leader"] is None
+    leadership = Leadership(api.redis, ttl_s=5, instance="host-a:42:beef")
+    assert leadership.try_lead()
+    body = api.get("/api/v1/orchestrator/status", api.admin).json
+    leader = body["scheduler_leader"]
+    assert leader["instance"] == "host-a:42:beef" and leader["term"] == leadership.fence.token
+    assert 0 < leader["expires_in_ms"] <= 5000
+    # This harness's API has no engine: said so, not an error.
+    assert body["engine"]["reachable"] is False and body["engine"]["error"]
+
+
+def test_lag_is_counted_from_ids_not_from_a_corrupted_entries_read(redis_client):
+    stream = keys.stream("request")
+    for _ in range(5):
+        redis_client.xadd(stream, Event.create("x", "t", "s").to_fields())
+    redis_client.xgroup_create(stream, "g", id="0")
+    redis_client.xreadgroup("g", "c1", {stream: ">"}, count=5)
+    redis_client.xack(stream, "g", *[e[0] for e in redis_client.xrange(stream)])
+    # What a restart or a trim can leave: Redis's own counter says 5 are unread.
+    last = redis_client.xrevrange(stream, count=1)[0][0]
+    redis_client.execute_command("XGROUP", "SETID", stream, "g", last, "ENTRIESREAD", "0")
+    assert redis_client.xinfo_groups(stream)[0]["lag"] == 5
+    (group,) = consumer_lag(redis_client, [stream])
+    assert (group["lag"], group["pending"], group["lag_seconds"]) == (0, 0, 0)
+    for _ in range(3):
+        redis_client.xadd(stream, Event.create("x", "t", "s").to_fields())
+    (group,) = consumer_lag(redis_client, [stream])
+    assert group["lag"] == 3 and group["lag_capped"] is False
+
+
+# -- Redis refusing writes: 503 with Retry-After, never 500 --------------------------------------
+
+
+@pytest.fixture
+def refusing(tmp_path):
+    server = RefusingRedis(tmp_path / "refusing").start()
+    yield server
+    server.stop()
+
+
+def test_api_answers_503_with_retry_after_while_redis_refuses_writes(refusing):
+    client = create_client(refusing.url)
+    api = Api(Settings.from_env({}, redis_url=refusing.url), client)  # its broker too
+    try:
+        route = {"host": "app.example.test", "targets": ["http://127.0.0.1:9"]}
+        with refusing.refusing():  # a real MISCONF
+            for answer in (api.post("/api/v1/routes", api.admin, json=route),
+                           api.post("/api/v1/tokens", api.admin, json={"name": "x"}),
+                           api.post("/api/v1/orchestrator/jobs/trim-streams", api.admin),
+                           api.get("/healthz")):
+                assert answer.status_code == 503, answer.text
+                assert "Traceback" not in answer.text
+            refused = api.post("/api/v1/routes", api.admin, json=route)
+            assert refused.headers["retry-after"] == "5"
+            assert set(refused.json) == {"title", "description"}
+            assert "MISCONF" in refused.json["description"]
+            # Reads still work, and status says Redis refuses writes.
+            assert api.get("/api/v1/routes", api.admin).status_code == 200
+            status = api.get("/api/v1/orchestrator/status", api.admin)
+            assert status.status_code == 200
+            assert status.json["redis"]["ok"] is False
+            assert status.json["redis"]["reachable"] is True
+            assert "MISCONF" in status.json["redis"]["error"]
+        assert api.post("/api/v1/routes", api.admin, json=route).status_code == 201
+        assert api.get("/api/v1/orchestrator/status", api.admin).json["redis"]["ok"] is True
+    finally:
+        api.close()
+        client.close()
+
+
+def test_other_redis_errors_stay_500(api):
+    api.redis.set(keys.HEARTBEATS, "not a hash")  # WRONGTYPE: a bug, not an outage
+    answer = api.get("/api/v1/orchestrator/status", api.admin)
+    assert answer.status_code == 500 and "retry-after" not in answer.headers

@@ -31,7 +31,7 @@ from app.cli.events import event_line
 from app.cli.main import NOUNS, command_of, main, resolve_token
 from app.cli.output import ago, clean, stamp, table, when
 from app.cli.sse import SseMessage, SseParser, follow_events, parse_sse, split_lines
-from app.cli.status import render
+from app.cli.status import exit_status, render
 from app.tracing import parse_traceparent
 from tests.support.cli import interruptible
 from tests.support.procs import ROOT, free_port
@@ -472,12 +472,56 @@ def test_full_help_lists_every_command(capsys):
 
 
 def test_cli_against_stub_api_status_summary_and_json(stub, capsys):
-    assert main(["--url", stub.url, "--token", ADMIN, "status"], {}) == 0
+    # The stub's worker is stale: exit status 4, with --json too.
+    assert main(["--url", stub.url, "--token", ADMIN, "status"], {}) == 4
     out = capsys.readouterr().out
     assert "1 of 2 components DOWN: worker (host-a:4102)" in out
     assert "Consumer groups:" in out and "Queues:" in out
-    assert main(["status", "--json", "--url", stub.url, "--token", ADMIN], {}) == 0
+    assert main(["status", "--json", "--url", stub.url, "--token", ADMIN], {}) == 4
     assert json.loads(capsys.readouterr().out) == STATUS
+
+
+def test_status_exit_status_healthy_redis_down_refusing_and_degraded():
+    alive = {"component": "web", "instance": "h:1", "alive": True, "state": "alive"}
+    healthy = {"redis": {"ok": True, "reachable": True}, "components": [alive]}
+    assert exit_status(healthy) == 0
+    assert exit_status({**healthy, "redis": {"ok": False, "reachable": False}}) == 3
+    refusing = {**healthy, "redis": {"ok": False, "reachable": True, "error": "MISCONF"}}
+    assert exit_status(refusing) == 3
+    degraded = {**alive, "state": "degraded", "reason": "publisher: Redis unreachable"}
+    assert exit_status({**healthy, "components": [alive, degraded]}) == 4
+    # the container engine and the leader are shown, not counted
+    assert exit_status({**healthy, "engine": {"reachable": False}, "scheduler_leader": None}) == 0
+
+
+def test_status_render_names_leader_engine_refusal_degraded_and_capped_lag():
+    status = {
+        "redis": {"ok": False, "reachable": True, "latency_ms": None,
+                  "error": "refusing writes (MISCONF: it cannot persist to disk)"},
+        "components": [{"component": "consumer", "instance": "h:7", "age_s": 1.0,
+                        "alive": True, "state": "degraded",
+                        "reason": "reader of events:request:stream (consumer): Redis x"}],
+        "scheduler_leader": {"instance": "h:9:ab12", "term": 4, "expires_in_ms": 2000},
+        "engine": {"reachable": False, "url": "unix:///x.sock", "error": "no engine"},
+        "consumer_groups": [{"stream": "events:request:stream", "group": "consumer",
+                             "consumers": 1, "pending": 0, "lag": 10000, "lag_capped": True,
+                             "lag_seconds": 3.0}],
+    }
+    text = render(status, "http://127.0.0.1:8000")
+    assert text.splitlines()[0].endswith("1 degraded: consumer (h:7)")
+    assert "Redis: REFUSING WRITES: refusing writes (MISCONF" in text
+    assert "Scheduler leader: h:9:ab12 (term 4)" in text
+    assert "Container engine: UNREACHABLE: no engine" in text
+    assert "  consumer (h:7): reader of events:request:stream (consumer): Redis x" in text
+    assert "10000+" in text
+    assert "Scheduler leader: NONE" in render({**status, "scheduler_leader": None}, "u")
+
+
+def test_status_help_documents_the_exit_status(capsys):
+    with pytest.raises(SystemExit):
+        main(["status", "--help"], {})
+    out = " ".join(capsys.readouterr().out.split())
+    assert "Exit status: 0 healthy" in out and "3 Redis is unreachable or refusing" in out
 
 
 def test_cli_against_stub_api_tokens_create_prints_secret_once_and_trace(stub, capsys):
@@ -519,7 +563,7 @@ def test_cli_against_stub_api_events_list_pages_and_filters(stub, capsys):
 
 def test_cli_against_stub_api_sends_a_fresh_traceparent_and_the_token_each_request(stub):
     for _ in range(2):
-        assert main(["--url", stub.url, "--token", ADMIN, "status", "--json"], {}) == 0
+        assert main(["--url", stub.url, "--token", ADMIN, "status", "--json"], {}) == 4
     traces = [parse_traceparent(t) for t in stub.traceparents()]
     assert all(traces) and traces[0][0] != traces[1][0]
     assert all(h["Authorization"] == f"Bearer {ADMIN}" for _, _, h in stub.requests)

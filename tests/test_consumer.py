@@ -130,3 +130,25 @@ def test_malformed_and_foreign_events_do_not_stop_the_consumer(redis_server, red
         assert consumer.stop() == 0
     assert redis_client.xlen(keys.DEAD_LETTER_STREAM) == 1
     assert redis_client.hget(keys.METRICS_EVENTS, "request:something_else") == "1"
+
+
+def test_a_dead_consumer_is_deleted_once_its_entries_are_claimed(redis_server, redis_client,
+                                                                 tmp_path):
+    stream = keys.stream("request")
+    publish(redis_client, 30, per_second=10_000).join(timeout=10)
+    redis_client.xgroup_create(stream, "consumer", id="0")
+    # A process that read 30 entries and died before acknowledging them.
+    redis_client.xreadgroup("consumer", "deadhost:1", {stream: ">"}, count=30)
+    env = {"BERTH_HEARTBEAT_STALE_S": "1"}
+    consumer = Proc([sys.executable, "-m", "workers.consumers"], tmp_path / "c.log",
+                    env={**consumer_env(redis_server.url), **env})
+    try:
+        wait_until(lambda: "deadhost:1" not in {
+            c["name"] for c in redis_client.xinfo_consumers(stream, "consumer")},
+            timeout=20, what="the dead consumer deleted")
+        # Deleted only after its entries were claimed and applied: none lost, none doubled.
+        assert counted(redis_client, ROUTER, HOSTS) == 30
+        assert redis_client.xpending(stream, "consumer")["pending"] == 0
+    finally:
+        assert consumer.stop() == 0
+    assert "removed 1 dead consumers" in consumer.log_path.read_text()

@@ -11,11 +11,12 @@ import pytest
 import redis
 
 from app import redis as keys
-from app.background import ProcessThread
+from app.background import ProcessThread, degraded
 from app.events import Event, Publisher, Reader, consumer_lag, stream_lengths
 from app.redis import create_client
 from app.tracing import trace_context
 from tests.support.procs import ROOT, Proc, RedisServer, wait_until
+from tests.support.refusing_redis import RefusingRedis
 
 REQUESTS = keys.stream("request")
 
@@ -337,3 +338,57 @@ def test_consumer_killed_mid_batch_applies_every_event_exactly_once(redis_server
     assert redis_client.xpending(REQUESTS, "exact")["pending"] == 0
     print(f"victim applied {applied_by_victim}, left {pending} pending; survivor applied the rest;"
           f" total {total}, lost 0, doubled 0")
+
+
+# -- Redis refusing writes (a real MISCONF) -------------------------------------------------------
+
+
+def test_reader_and_publisher_wait_out_misconf_and_recover_by_themselves(tmp_path):
+    server = RefusingRedis(tmp_path / "refusing").start()
+    client = create_client(server.url)
+    stop = threading.Event()
+
+    def handler(events, effects):
+        effects.incrby("test:applied", len(events))
+
+    reader = Reader(client, REQUESTS, "g", "c1", handler, block_ms=50)
+    thread = threading.Thread(target=reader.run, args=(stop,), daemon=True)
+    publisher = Publisher(client, flush_ms=10)
+    name = f"reader of {REQUESTS} (g)"
+    try:
+        thread.start()
+        for i in range(50):
+            publisher.emit("request", "x", "test", str(i))
+        wait_until(lambda: client.get("test:applied") == "50", what="the first 50 applied")
+        with server.refusing():
+            for i in range(50, 80):  # buffered while Redis refuses them
+                publisher.emit("request", "x", "test", str(i))
+            wait_until(lambda: name in degraded() and "event publisher" in degraded(),
+                       what="the reader and the publisher degraded")
+            assert "MISCONF" in degraded()[name] and thread.is_alive()
+        wait_until(lambda: client.get("test:applied") == "80", timeout=20,
+                   what="the buffered events applied")
+        assert name not in degraded() and "event publisher" not in degraded()
+        assert thread.is_alive() and publisher.dropped == 0
+        assert client.xlen(REQUESTS) == 80 and client.xpending(REQUESTS, "g")["pending"] == 0
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        publisher.close(timeout=1)
+        client.close()
+        server.stop()
+
+
+def test_the_commit_script_is_registered_again_after_redis_lost_its_scripts(redis_client):
+    # What a Redis restart does to the script cache: redis-py's Script runs EVALSHA, meets
+    # NOSCRIPT and loads the script again, so the Reader notices nothing.
+    def handler(events, effects):
+        effects.incrby("test:applied", len(events))
+
+    reader = Reader(redis_client, REQUESTS, "g", "c1", handler, block_ms=10)
+    redis_client.xadd(REQUESTS, Event.create("x", "t", "s").to_fields())
+    assert reader.run_once() == 1
+    redis_client.script_flush()
+    redis_client.xadd(REQUESTS, Event.create("x", "t", "s").to_fields())
+    assert reader.run_once() == 1
+    assert redis_client.get("test:applied") == "2"

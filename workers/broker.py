@@ -19,6 +19,7 @@ from dramatiq.middleware import Middleware, Retries, default_middleware
 
 from app import redis as keys
 from app.heartbeat import Heartbeat
+from app.redis_errors import is_refusal
 from app.settings import Settings
 from app.tracing import current_trace_id, get_trace_id, new_trace_id
 
@@ -119,10 +120,33 @@ class WakingConsumer(_RedisConsumer):
                     self.broker.client.blpop([keys.dramatiq_wake(self.queue_name)],
                                              timeout=max(self.timeout, 1) / 1000)
                     return None
-            except redis.ConnectionError as ex:
-                raise ConnectionClosed(ex) from None
+            except redis.RedisError as ex:
+                _closed_if_refused(ex)
+                raise
         # Messages in the cache, or as many outstanding as prefetch allows: Dramatiq's own path.
-        return super().__next__()
+        return _refusals_as_closed(super().__next__)
+
+    def ack(self, message):
+        return _refusals_as_closed(super().ack, message)
+
+    def nack(self, message):
+        return _refusals_as_closed(super().nack, message)
+
+
+def _closed_if_refused(ex: redis.RedisError) -> None:
+    """Dramatiq waits out a ConnectionClosed (its consumer restarts after a pause, an ack is
+    retried) but logs anything else as an unexpected error with its traceback: Redis
+    refusing writes (MISCONF, OOM, READONLY...) is an outage like a lost connection."""
+    if is_refusal(ex):
+        raise ConnectionClosed(ex) from None
+
+
+def _refusals_as_closed(fn, *args):
+    try:
+        return fn(*args)
+    except redis.RedisError as ex:
+        _closed_if_refused(ex)
+        raise
 
 
 class WakingRedisBroker(RedisBroker):

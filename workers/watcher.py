@@ -25,6 +25,7 @@ import redis
 from dramatiq.middleware import Middleware
 
 from app import redis as keys
+from app.background import Backoff
 from app.errors import Unavailable
 from app.jobs import RECONCILE_SERVICE, RECONCILE_SERVICES
 from app.locks import KeptLock, LockBusy
@@ -70,11 +71,15 @@ class HealthMonitor:
         return sent
 
     def run(self, until: threading.Event, every_s: float = 1.0) -> None:
-        while not until.wait(every_s):
+        backoff = Backoff("health monitor", log, first_s=every_s, max_s=10.0)
+        wait = every_s
+        while not until.wait(wait):
             try:
                 self.tick()
+                backoff.succeeded()
+                wait = every_s
             except (Unavailable, redis.RedisError) as ex:
-                log.warning("health monitor: %s", ex)
+                wait = backoff.failed(ex)
 
 
 class EngineWatcher:
@@ -102,20 +107,25 @@ class EngineWatcher:
             self._thread.join(timeout)
 
     def run(self) -> None:
+        # Redis (the lease) and the engine fail independently: one state each.
+        redis_state = Backoff("engine watcher (Redis)", log, first_s=self.retry_s, max_s=10.0)
+        engine_state = Backoff("engine watcher (engine)", log, first_s=self.retry_s,
+                               max_s=10.0, report=False)  # the engine's outage is not ours
         while not self.stop_event.is_set():
             wait = 0.5  # the engine ended the stream (restarting?): subscribe again
             try:
                 with KeptLock(self.ctx.redis, keys.engine_watcher_lease(),
                               ttl_s=self.lease_s) as lease:
+                    redis_state.succeeded()
                     self._follow(lease.lost)
+                    engine_state.succeeded()
             except LockBusy:
+                redis_state.succeeded()
                 wait = self.lease_s / 3  # another process follows the stream
             except Unavailable as ex:
-                log.warning("engine watcher: %s", ex.description)
-                wait = self.retry_s
+                wait = engine_state.failed(ex)
             except redis.RedisError as ex:  # the lease lives in Redis: wait the outage out
-                log.warning("engine watcher: Redis unreachable (%s)", ex)
-                wait = self.retry_s
+                wait = redis_state.failed(ex)
             except Exception:
                 log.exception("engine watcher failed; restarting it")
                 wait = self.retry_s

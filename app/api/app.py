@@ -98,11 +98,11 @@ def create_api(settings: Settings, redis_client: redis.Redis, broker: dramatiq.B
     app.add_route("/api/v1/routes/{route_id}",
                   RouteResource(routes, publisher, certificates, tenancy))
     add_certificate_routes(app, certificates, tenancy, clock)
+    engine = NoEngine() if engine is None else engine
     add_service_routes(app, ServiceCommands(settings, ServiceStore(redis_client), routes,
-                                            HealthStore(redis_client), broker,
-                                            NoEngine() if engine is None else engine), tenancy)
+                                            HealthStore(redis_client), broker, engine), tenancy)
     app.add_route("/api/v1/orchestrator/status",
-                  StatusResource(settings, redis_client, broker, clock))
+                  StatusResource(settings, redis_client, broker, clock, engine))
     app.add_route("/api/v1/orchestrator/jobs/trim-streams", TrimStreamsJobResource(broker))
     app.add_route("/api/v1/proxies", ProxiesResource(settings, redis_client, clock))
     app.add_route("/api/v1/jobs/{trace_id}", JobResource(redis_client))

@@ -10,11 +10,14 @@ is at fault. Never a traceback.
     Forbidden                  403  known token, not allowed (user-scope token, admin action)
     NotFound                   404  missing, or owned by someone else (never 403 for that)
     Conflict                   409
-    Unavailable                503  Redis (or another backing service) unreachable
+    Unavailable                503  Redis (or another backing service) unreachable, with
+                                    `Retry-After`
     falcon.HTTPError           its own status (404 unknown route, 405 wrong method, 413, 415)
-    redis.ConnectionError,
-    redis.TimeoutError         503  a driver error that escaped translation (safety net)
+    redis.RedisError that      503  with `Retry-After`: a driver error that escaped
+      says Redis cannot serve       translation (safety net). Unreachable, timed out, or
+      now (app/redis_errors.py)     refusing: MISCONF, READONLY, OOM, LOADING, NOREPLICAS...
     anything else              500  logged with its traceback; the client gets generic JSON
+                                    (a Redis error retrying would repeat, WRONGTYPE say, too)
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from app.errors import (
     Unavailable,
     ValidationError,
 )
+from app.redis_errors import refusal
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,7 @@ STATUS_BY_ERROR: tuple[tuple[type[BerthError], int], ...] = (
 )
 
 WWW_AUTHENTICATE = 'Bearer realm="berth"'
+RETRY_AFTER_S = "5"  # a Redis restart, failover or freed disk is usually seconds away
 
 
 class ApiError(falcon.HTTPError):
@@ -115,12 +120,18 @@ def _handle_berth_error(req, resp, error: BerthError, params) -> None:
     headers = {"WWW-Authenticate": WWW_AUTHENTICATE} if status == 401 else None
     if status == 503:
         log.warning("%s %s: %s", req.method, req.path, error.description)
+        headers = {"Retry-After": RETRY_AFTER_S}
     raise ApiError(status, error.title, error.description, field=error.field, headers=headers)
 
 
 def _handle_redis_error(req, resp, error: redis.RedisError, params) -> None:
-    log.warning("%s %s: Redis unreachable: %s", req.method, req.path, error)
-    raise ApiError(503, Unavailable.title, "the store (Redis) is unreachable; retry shortly")
+    reason = refusal(error)
+    if reason is None:  # e.g. WRONGTYPE: a bug, not an outage
+        _handle_unexpected(req, resp, error, params)
+        return
+    log.warning("%s %s: Redis %s: %s", req.method, req.path, reason, error)
+    raise ApiError(503, Unavailable.title, f"the store (Redis) is {reason}; retry shortly",
+                   headers={"Retry-After": RETRY_AFTER_S})
 
 
 def _handle_unexpected(req, resp, error: Exception, params) -> None:
@@ -133,15 +144,19 @@ def _handle_unexpected(req, resp, error: Exception, params) -> None:
 def install(app: falcon.App) -> None:
     """Register the handlers and the serializer on `app` (most specific handler wins)."""
     app.add_error_handler(Exception, _handle_unexpected)
-    app.add_error_handler((redis.ConnectionError, redis.TimeoutError), _handle_redis_error)
+    app.add_error_handler(redis.RedisError, _handle_redis_error)
     app.add_error_handler(BerthError, _handle_berth_error)
     app.set_error_serializer(serialize_error)
 
 
 @contextlib.contextmanager
 def translate_redis_errors(what: str = "the store"):
-    """Turn a Redis driver error into Unavailable at the API edge."""
+    """Turn a Redis driver error saying Redis cannot serve now into Unavailable at the API
+    edge (any other goes on, to be a 500)."""
     try:
         yield
-    except (redis.ConnectionError, redis.TimeoutError) as ex:
-        raise Unavailable(f"{what} (Redis) is unreachable: {ex}") from ex
+    except redis.RedisError as ex:
+        reason = refusal(ex)
+        if reason is None:
+            raise
+        raise Unavailable(f"{what} (Redis) is {reason}: {ex}") from ex

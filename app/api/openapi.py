@@ -286,7 +286,9 @@ _SCHEMAS = {
     },
     "Component": {
         "type": "object",
-        "required": ["component", "instance", "last_seen_ms", "age_s", "alive"],
+        "required": ["component", "instance", "last_seen_ms", "age_s", "alive", "state",
+                     "reason"],
+        "description": "One process's heartbeat; removed 10 minutes after its last beat.",
         "properties": {
             "component": {"type": "string", "examples": ["web", "worker"]},
             "instance": {"type": "string", "description": "<hostname>:<pid>"},
@@ -295,6 +297,11 @@ _SCHEMAS = {
             "alive": {"type": "boolean",
                       "description": "The last heartbeat is younger than "
                                      "BERTH_HEARTBEAT_STALE_S."},
+            "state": {"enum": ["alive", "degraded", "stale"],
+                      "description": "degraded: beating, with a loop of the process failing "
+                                     "(see reason); stale: not alive."},
+            "reason": {"type": "string",
+                       "description": "The failing loops and why; empty unless degraded."},
         },
     },
     "ConsumerGroup": {
@@ -305,7 +312,11 @@ _SCHEMAS = {
             "group": {"type": "string"},
             "consumers": {"type": "integer"},
             "pending": {"type": "integer", "description": "Delivered, not yet acknowledged."},
-            "lag": {"type": ["integer", "null"], "description": "Entries not yet delivered."},
+            "lag": {"type": ["integer", "null"],
+                    "description": "Entries after the group's last-delivered id, counted "
+                                   "(not XINFO's entries-read), at most 10000."},
+            "lag_capped": {"type": "boolean",
+                           "description": "More entries than `lag` are waiting."},
             "lag_seconds": {"type": "number",
                             "description": "Age of the oldest entry not yet delivered."},
         },
@@ -315,9 +326,28 @@ _SCHEMAS = {
         "required": ["redis", "components", "streams", "consumer_groups", "queues",
                      "queue_details"],
         "properties": {
-            "redis": {"type": "object", "required": ["ok", "latency_ms"],
-                      "properties": {"ok": {"type": "boolean"},
-                                     "latency_ms": {"type": ["number", "null"]}}},
+            "redis": {"type": "object", "required": ["ok", "reachable", "latency_ms", "error"],
+                      "properties": {
+                          "ok": {"type": "boolean",
+                                 "description": "Answers and accepts writes."},
+                          "reachable": {"type": "boolean",
+                                        "description": "Answers, maybe refusing writes "
+                                                       "(MISCONF, OOM, READONLY...)."},
+                          "latency_ms": {"type": ["number", "null"]},
+                          "error": {"type": ["string", "null"]}}},
+            "scheduler_leader": {
+                "type": ["object", "null"],
+                "description": "The scheduler replica holding the leader lease; null when "
+                               "none does.",
+                "properties": {"instance": {"type": "string"},
+                               "term": {"type": ["integer", "null"],
+                                        "description": "The lease's fencing token."},
+                               "expires_in_ms": {"type": "integer"}}},
+            "engine": {"type": "object", "required": ["reachable", "url", "error"],
+                       "description": "The container engine, as the web process sees it.",
+                       "properties": {"reachable": {"type": "boolean"},
+                                      "url": {"type": "string"},
+                                      "error": {"type": ["string", "null"]}}},
             "components": {"type": "array", "items": _ref("Component")},
             "streams": {"type": "object", "additionalProperties": {"type": "integer"},
                         "description": "Length of each event stream, by key."},
@@ -486,8 +516,8 @@ def _paths() -> dict:
         "/api/v1/orchestrator/status": {"get": {
             "operationId": "status",
             "summary": "Redis, component heartbeats, streams, consumer lag, queue depths",
-            "description": "Always 200 with `redis.ok` false (and empty sections) when Redis "
-                           "is unreachable.",
+            "description": "Always 200: with `redis.ok` false while Redis refuses writes, "
+                           "and with empty sections too while it is unreachable.",
             "responses": {"200": {"description": "Status", "content": _json(_ref("Status"))},
                           **_errors(*_AUTHED)},
         }},

@@ -30,8 +30,11 @@ from app import redis as keys
 from app.api.auth import require_admin
 from app.api.errors import translate_redis_errors
 from app.api.params import json_body, no_fields, query
+from app.errors import Unavailable
 from app.events import consumer_lag, stream_lengths
-from app.heartbeat import read_heartbeats
+from app.heartbeat import forget_dead, read_heartbeats
+from app.redis_errors import refusal
+from app.services import ContainerEngine, NoEngine
 from app.settings import Settings
 
 
@@ -70,35 +73,71 @@ def queue_depths(broker, names: list[str]) -> tuple[dict[str, int], dict[str, di
     return depths, details
 
 
+def redis_state(client: redis.Redis) -> dict:
+    """Whether Redis answers and accepts writes: PING, which Redis refuses too while it
+    refuses writes (MISCONF, and the like); reads still work then."""
+    started = time.perf_counter()
+    try:
+        client.ping()
+    except redis.RedisError as ex:
+        reason = refusal(ex) or str(ex)
+        reachable = not isinstance(ex, redis.ConnectionError | redis.TimeoutError)
+        return {"ok": False, "reachable": reachable, "latency_ms": None, "error": reason}
+    return {"ok": True, "reachable": True,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 3), "error": None}
+
+
+def scheduler_leader(client: redis.Redis) -> dict | None:
+    """The scheduler replica holding the leader lease (app/locks.py FencedLease: the value is
+    "<fencing token>:<instance>"), None when no replica leads."""
+    pipe = client.pipeline(transaction=True)
+    value, ttl_ms = pipe.get(keys.scheduler_leader()).pttl(keys.scheduler_leader()).execute()
+    if not value:
+        return None
+    token, _, instance = value.partition(":")
+    return {"instance": instance, "term": int(token) if token.isdigit() else None,
+            "expires_in_ms": max(0, int(ttl_ms))}
+
+
+def engine_state(engine: ContainerEngine) -> dict:
+    try:
+        engine.ping()
+    except Unavailable as ex:
+        return {"reachable": False, "url": engine.base_url, "error": ex.description}
+    return {"reachable": True, "url": engine.base_url, "error": None}
+
+
 class StatusResource:
     def __init__(self, settings: Settings, client: redis.Redis, broker: dramatiq.Broker,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, engine: ContainerEngine | None = None):
         self.settings = settings
         self.client = client
         self.broker = broker
         self.clock = clock
+        self.engine = NoEngine() if engine is None else engine
         _check_namespace(broker)
 
     def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
         query(req)
-        started = time.perf_counter()
-        try:
-            self.client.ping()
-        except redis.RedisError:
-            resp.media = {"redis": {"ok": False, "latency_ms": None}, "components": [],
-                          "streams": {}, "consumer_groups": [], "queues": {},
-                          "queue_details": {}}
+        state = redis_state(self.client)
+        engine = engine_state(self.engine)
+        if not state["reachable"]:
+            resp.media = {"redis": state, "components": [], "streams": {},
+                          "consumer_groups": [], "queues": {}, "queue_details": {},
+                          "scheduler_leader": None, "engine": engine}
             return
-        latency_ms = round((time.perf_counter() - started) * 1000, 3)
         with translate_redis_errors():
+            if state["ok"]:  # writes refused: the dead are forgotten once they are not
+                forget_dead(self.client, self.clock())
             components = read_heartbeats(self.client, self.clock(),
                                          self.settings.heartbeat_stale_s)
             streams = stream_lengths(self.client)
             groups = consumer_lag(self.client)
             queues, details = queue_depths(self.broker, queue_names(self.broker))
-        resp.media = {"redis": {"ok": True, "latency_ms": latency_ms},
-                      "components": components, "streams": streams,
-                      "consumer_groups": groups, "queues": queues, "queue_details": details}
+            leader = scheduler_leader(self.client)
+        resp.media = {"redis": state, "components": components, "streams": streams,
+                      "consumer_groups": groups, "queues": queues, "queue_details": details,
+                      "scheduler_leader": leader, "engine": engine}
 
 
 class TrimStreamsJobResource:

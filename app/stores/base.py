@@ -26,8 +26,9 @@ from typing import Any
 import redis
 
 from app import redis as keys
-from app.errors import Conflict, NotFound, Unavailable
+from app.errors import Conflict, NotFound
 from app.models import now_s
+from app.redis_errors import raise_unavailable
 
 # A write's `extra`: queues more commands on the write's MULTI, given the record it returns.
 Extra = Callable[[redis.client.Pipeline, Any], object]
@@ -158,8 +159,9 @@ class Repository:
                         return written
                     except redis.WatchError:
                         continue
-        except (redis.ConnectionError, redis.TimeoutError) as ex:
-            raise Unavailable(f"the store is unreachable: {ex}") from ex
+        except redis.RedisError as ex:
+            raise_unavailable(ex)  # Redis unreachable or refusing: 503
+            raise
 
     def _load(self, pipe, record_key: str):
         raw = pipe.get(record_key)
@@ -213,5 +215,6 @@ class Repository:
     def _call(fn, *args):
         try:
             return fn(*args)
-        except (redis.ConnectionError, redis.TimeoutError) as ex:
-            raise Unavailable(f"the store is unreachable: {ex}") from ex
+        except redis.RedisError as ex:
+            raise_unavailable(ex)  # Redis unreachable or refusing: 503
+            raise

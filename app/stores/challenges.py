@@ -7,7 +7,8 @@ import re
 import redis
 
 from app import redis as keys
-from app.errors import Unavailable, ValidationError
+from app.errors import ValidationError
+from app.redis_errors import raise_unavailable
 
 # RFC 8555 tokens are base64url without padding; anything else is never looked up.
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,256}$")
@@ -26,8 +27,9 @@ class ChallengeStore:
             raise ValidationError("invalid ACME challenge token", field="token")
         try:
             self.client.set(keys.acme_challenge(token), key_authorization, ex=ttl_s)
-        except redis.ConnectionError as ex:
-            raise Unavailable(f"the store is unreachable: {ex}") from ex
+        except redis.RedisError as ex:
+            raise_unavailable(ex)  # Redis unreachable or refusing: 503
+            raise
 
     def get(self, token: str) -> str | None:
         """The key authorization for a token, None when unknown or not a valid token."""

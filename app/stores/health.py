@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import redis
 
 from app import redis as keys
-from app.errors import Unavailable
+from app.redis_errors import raise_unavailable
 
 
 @dataclass(frozen=True)
@@ -58,5 +58,6 @@ class HealthStore:
     def _call(fn, *args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except redis.ConnectionError as ex:
-            raise Unavailable(f"the store is unreachable: {ex}") from ex
+        except redis.RedisError as ex:
+            raise_unavailable(ex)  # Redis unreachable or refusing: 503
+            raise

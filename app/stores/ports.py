@@ -7,7 +7,8 @@ import socket
 import redis
 
 from app import redis as keys
-from app.errors import Conflict, Unavailable
+from app.errors import Conflict
+from app.redis_errors import raise_unavailable
 
 # Frees every port of one owner atomically; returns how many.
 _RELEASE = """
@@ -49,8 +50,9 @@ class PortStore:
                     continue
                 if self.client.hsetnx(keys.ports_allocated(), port, owner):
                     return port
-        except redis.ConnectionError as ex:
-            raise Unavailable(f"the store is unreachable: {ex}") from ex
+        except redis.RedisError as ex:
+            raise_unavailable(ex)  # Redis unreachable or refusing: 503
+            raise
         raise Conflict(f"no free port left in {self.first}-{self.last}")
 
     def owned_by(self, owner: str) -> list[int]:

@@ -6,6 +6,10 @@ collected in a "fault figures" section at the end of the run.
 - test_redis_outage: Redis stopped for 30 s and restarted, under every process (proxy, web,
   worker, scheduler, consumer): no failed request, every event landed or counted as dropped,
   every process reconnects by itself, none exits, no traceback in any log.
+- test_redis_misconf: Redis refusing writes for 10 s (a real MISCONF) under the platform run
+  as `make run` runs it: no failed request, the API answers 503 with Retry-After and never
+  500, `berth status` exits 3, no process exits, every one healthy again by itself, every
+  event landed and counted once or counted as dropped.
 - test_worker_sigkill_certificates: a worker SIGKILLed mid renew, revoke and delete.
 - test_worker_sigkill_services: mid scale, redeploy, start, restart, stop and delete.
 - test_worker_sigkill_maintenance: mid trim_streams and mid webhook delivery; and a worker

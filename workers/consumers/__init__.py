@@ -13,7 +13,12 @@ the periodic alert rules; a short Redis lock lets one consumer do that per inter
 Any number of processes share the groups. The consumer name is "<host>:<pid>", so a restarted
 process is a new consumer; what its predecessor read and never acknowledged is claimed by a
 live one after BERTH_CONSUMER_CLAIM_IDLE_MS, and applied exactly once (the predecessor is
-dead, so it cannot apply it too).
+dead, so it cannot apply it too). Once a dead consumer holds nothing and has been idle longer
+than BERTH_HEARTBEAT_STALE_S it is deleted from the group (at each alert evaluation), so
+XINFO CONSUMERS lists live processes only.
+
+No Redis error stops a reader or the evaluation: each backs off and recovers by itself, and
+while failing it is reported in the process's heartbeat as degraded (app/background.py).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import redis
 
 from app import redis as keys
 from app.alerts.rules import RuleStore
+from app.background import Backoff
 from app.events import Reader
 from app.heartbeat import Heartbeat, instance_name
 from app.metrics.query import MetricsQuery
@@ -43,7 +49,15 @@ GROUP = "consumer"
 WEBHOOK_GROUP = "webhooks"
 LIFECYCLE_DOMAINS = ("certificate", "service", "route", "system")
 BLOCK_MS = 1000
-FORGET_IDLE_MS = 3_600_000  # consumers idle this long with nothing pending are removed
+
+# Deletes a group's consumer when it has nothing pending, in one step: a consumer deleted
+# with pending entries would take them out of the group's PEL (never delivered again).
+# KEYS[1] the stream; ARGV: group, consumer. 1 when deleted.
+_FORGET = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
 
 
 class Consumer:
@@ -56,10 +70,12 @@ class Consumer:
         self.evaluator = evaluator
         self.heartbeat = heartbeat
         self.failed = False
+        self._evaluation = Backoff("alert evaluation", log)
+        self._forgetting = Backoff("forgetting dead consumers", log)
+        self._forget = client.register_script(_FORGET)
 
     def run(self, stop: threading.Event) -> int:
         """Consume until `stop` is set; the exit status (1 when a reader died)."""
-        forget_idle_consumers(self.client, self.readers, self.name)
         self.heartbeat.ensure_started()
         threads = [threading.Thread(target=self._read, args=(reader, stop), daemon=True,
                                     name=f"reader-{reader.stream}") for reader in self.readers]
@@ -86,31 +102,48 @@ class Consumer:
             stop.set()
 
     def tick(self) -> None:
-        """One periodic alert evaluation, by whichever consumer holds the lock this interval."""
+        """One periodic alert evaluation, by whichever consumer holds the lock this interval,
+        and the removal of dead consumers."""
         ttl_ms = max(50, int(self.settings.alert_eval_s * 900))
         try:
             if self.client.set(keys.lock("alert-evaluation"), self.name, nx=True, px=ttl_ms):
                 for signal, outcome in self.evaluator.evaluate():
                     if outcome in ("fired", "resolved"):
                         log.info("alert %s %s: %s", signal.rule.id, outcome, signal.subject)
-        except redis.RedisError as ex:
-            log.warning("alert evaluation skipped: Redis unreachable (%s)", ex)
+            self._evaluation.succeeded()
+        except redis.RedisError as ex:  # skipped this interval; the next one tries again
+            self._evaluation.failed(ex)
         except Exception:
             # A bug in one rule must not stop the metrics threads; it is logged every interval.
             log.exception("alert evaluation failed")
-
-
-def forget_idle_consumers(client: redis.Redis, readers: list[Reader], me: str) -> None:
-    """Remove consumers of dead processes that hold nothing (XINFO CONSUMERS stays short)."""
-    for reader in readers:
         try:
-            consumers = client.xinfo_consumers(reader.stream, reader.group)
-        except redis.ResponseError:  # no stream or group yet
-            continue
-        for consumer in consumers:
-            if (consumer["name"] != me and consumer["pending"] == 0
-                    and consumer["idle"] > FORGET_IDLE_MS):
-                client.xgroup_delconsumer(reader.stream, reader.group, consumer["name"])
+            self.forget_dead_consumers()
+            self._forgetting.succeeded()
+        except redis.RedisError as ex:
+            self._forgetting.failed(ex)
+
+    def forget_dead_consumers(self) -> list[str]:
+        """Delete the consumers, of every group read here, that hold nothing and were idle
+        longer than the heartbeat stale limit (a live one reads every BLOCK_MS: its idle time
+        stays under that). Returns "stream/group/consumer" of each one deleted."""
+        idle_ms = self.settings.heartbeat_stale_s * 1000
+        deleted = []
+        for reader in self.readers:
+            try:
+                consumers = self.client.xinfo_consumers(reader.stream, reader.group)
+            except redis.ResponseError as ex:
+                if "NOGROUP" in str(ex) or "no such key" in str(ex):
+                    continue  # no stream or group yet
+                raise
+            for consumer in consumers:
+                name = consumer["name"]
+                if (name != self.name and consumer["pending"] == 0
+                        and consumer["idle"] > idle_ms
+                        and self._forget(keys=[reader.stream], args=[reader.group, name])):
+                    deleted.append(f"{reader.stream}/{reader.group}/{name}")
+        if deleted:
+            log.info("removed %d dead consumers: %s", len(deleted), ", ".join(deleted))
+        return deleted
 
 
 def create_consumer(settings: Settings, client: redis.Redis, broker: dramatiq.Broker, *,
