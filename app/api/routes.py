@@ -73,15 +73,16 @@ class _Routes:
                 data["certificate"] = certificate
             self.publisher.emit("route", kind, SOURCE, route.id, data)
 
-    def _certificate(self, route: Route) -> str | None:
+    def _certificate(self, route: Route, both_sent: bool = True) -> str | None:
         """The name of the certificate serving the route's host, when it asks for one."""
         if not route.auto_certificate:
             return None
         if route.host.startswith("*."):
-            raise ValidationError(
-                f"auto_certificate cannot be used with the wildcard host {route.host}: "
-                "ACME HTTP-01 cannot validate wildcard names; give the route an exact host",
-                field="auto_certificate")
+            why = (f"auto_certificate cannot be used with the wildcard host {route.host}: "
+                   "ACME HTTP-01 cannot validate wildcard names; give the route an exact host")
+            # Both in one request: the request is invalid (the document says so too); a
+            # PATCH sending one of them conflicts with the other, stored.
+            raise (ValidationError if both_sent else Conflict)(why, field="auto_certificate")
         # The store would refuse a host and path routed already; refuse it before a
         # certificate is asked for on behalf of a route that will not exist.
         holder = self.store.lookup("host_path", route_key(route))
@@ -136,7 +137,8 @@ class RouteResource(_Routes):
         route = self.tenancy.check_route(req, found.replace(**changes), override=override,
                                          host_changed=changes.get("host", found.host)
                                          != found.host)
-        certificate = self._certificate(route)
+        certificate = self._certificate(
+            route, both_sent="host" in changes and "auto_certificate" in changes)
         updated = self.store.update(route, expected_version=version, override=override)
         self._emit("route_updated", updated, req, certificate)
         resp.media = view(updated)
