@@ -50,15 +50,20 @@ for i = 1, #beats, 2 do
   if (tonumber(beats[i + 1]) or 0) < tonumber(ARGV[4]) then
     redis.call('HDEL', KEYS[1], beats[i])
     redis.call('HDEL', KEYS[2], beats[i])
+    redis.call('HDEL', KEYS[3], beats[i])
     forgotten = forgotten + 1
   end
 end
 return forgotten
 """
 
+# The beats, the degraded states, and what processes report with their beat (the proxy's
+# served table versions): a forgotten process leaves none of the three behind.
+_BEAT_KEYS = [keys.HEARTBEATS, keys.HEARTBEAT_STATES, keys.PROXY_SERVED]
 
-def instance_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+
+def instance_name(pid: int | None = None) -> str:
+    return f"{socket.gethostname()}:{os.getpid() if pid is None else pid}"
 
 
 def state_text(states: dict[str, str]) -> str:
@@ -87,7 +92,7 @@ class Heartbeat:
 
     def beat(self) -> None:
         now_ms = int(time.time() * 1000)
-        beat = {"keys": [keys.HEARTBEATS, keys.HEARTBEAT_STATES],
+        beat = {"keys": _BEAT_KEYS,
                 "args": [self.member, now_ms, state_text(degraded()),
                          now_ms - int(self.forget_s * 1000)]}
         if self.also is None:
@@ -123,11 +128,19 @@ class Heartbeat:
             stop.wait(self.every_s)
 
 
+def forget(client: redis.Redis, member: str) -> None:
+    """Remove one process's entries, for the process that saw it exit (gunicorn's arbiter
+    for its workers): a dead process is then not counted for the stale limit."""
+    pipe = client.pipeline(transaction=True)
+    for key in _BEAT_KEYS:
+        pipe.hdel(key, member)
+    pipe.execute()
+
+
 def forget_dead(client: redis.Redis, now_s: float, forget_s: float = FORGET_S) -> int:
     """Remove the entries whose beat is older than `forget_s`; how many were removed."""
     script = client.register_script(_BEAT)
-    return int(script(keys=[keys.HEARTBEATS, keys.HEARTBEAT_STATES],
-                      args=["", 0, "", int((now_s - forget_s) * 1000)]))
+    return int(script(keys=_BEAT_KEYS, args=["", 0, "", int((now_s - forget_s) * 1000)]))
 
 
 def read_heartbeats(client: redis.Redis, now_s: float, stale_s: float) -> list[dict]:

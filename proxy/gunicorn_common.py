@@ -104,6 +104,24 @@ def post_worker_init(worker):
         start()
 
 
+_arbiter_redis = None
+
+
+def child_exit(server, worker):
+    """In the arbiter, once a worker exited (crashes included): its heartbeat and served
+    report go at once, so `--wait` and `berth status` do not count it for the stale limit."""
+    global _arbiter_redis
+    from app.heartbeat import forget, instance_name
+    from app.redis import create_client
+
+    component = server.proc_name.removeprefix("berth-")  # proxy, proxy-tls
+    try:
+        _arbiter_redis = _arbiter_redis or create_client(settings.redis_url)
+        forget(_arbiter_redis, f"{component}/{instance_name(worker.pid)}")
+    except Exception as ex:  # noqa: BLE001 - never let the arbiter fail over this
+        server.log.warning("could not remove the entries of worker %s: %s", worker.pid, ex)
+
+
 def worker_exit(server, worker):
     """Flush this worker's pending events and remove its heartbeat."""
     stop = getattr(worker.wsgi, "stop", None)

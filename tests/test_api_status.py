@@ -206,14 +206,16 @@ def test_a_beat_reports_the_loops_that_fail_and_forgets_the_long_dead(redis_clie
         (me,) = [b for b in read_heartbeats(redis_client, time.time(), stale_s=30)
                  if b["component"] == "tester"]
         assert me["state"] == "degraded"
-        assert me["reason"] == "test loop: Redis refusing writes (MISCONF: it cannot persist " \
-                               "to disk)"
+        # The registry is per process: loops of earlier tests in this one may be listed too.
+        assert "test loop: Redis refusing writes (MISCONF: it cannot persist to disk)" in \
+            me["reason"].split("; ")
         assert not redis_client.hexists(keys.HEARTBEATS, "worker/gone:9")
         loop.succeeded()
         beat.beat()
         (me,) = [b for b in read_heartbeats(redis_client, time.time(), stale_s=30)
                  if b["component"] == "tester"]
-        assert (me["state"], me["reason"]) == ("alive", "")
+        assert "test loop" not in me["reason"]
+        assert me["state"] == ("degraded" if me["reason"] else "alive")
     finally:
         loop.succeeded()
 

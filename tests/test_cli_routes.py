@@ -11,9 +11,13 @@ from argon2 import PasswordHasher
 
 from app import redis as keys
 from app.cli.errors import ApiError
+from app.redis import create_client
+from app.settings import Settings
 from app.stores.routes import RouteStore
-from tests.support.api import start_web
+from harness.procs import RedisServer
+from tests.support.api import Api, start_web
 from tests.support.cli import assert_one_line_failure, berth, run_berth, serve
+from tests.support.policy import LOOPBACK_ALLOWED
 
 A = "http://127.0.0.1:9001"
 B = "http://127.0.0.1:9002"
@@ -23,6 +27,24 @@ B = "http://127.0.0.1:9002"
 def served(api):
     with serve(api.app) as url:
         yield url, api
+
+
+@pytest.fixture
+def served_alone(tmp_path):
+    """`served` over a Redis of its own: no proxy of another test reports to it, so the
+    proxy workers the API sees are the ones a test writes."""
+    (tmp_path / "redis").mkdir()
+    server = RedisServer(tmp_path / "redis").start()
+    client = create_client(server.url)
+    api = Api(Settings.from_env({"BERTH_USER_TARGET_NETWORKS": LOOPBACK_ALLOWED},
+                                redis_url=server.url), client)
+    try:
+        with serve(api.app) as url:
+            yield url, api, client
+    finally:
+        api.close()
+        client.close()
+        server.stop()
 
 
 def routes_of(redis_client) -> dict:
@@ -243,8 +265,8 @@ def test_override_lets_an_admin_route_a_host_another_owner_holds(served, redis_c
     assert sorted(r.path_prefix for r in RouteStore(redis_client).list()) == ["/", "/ops"]
 
 
-def test_wait_without_a_running_proxy_says_nothing_serves_it_yet(served, redis_client, capsys):
-    url, api = served
+def test_wait_without_a_running_proxy_says_nothing_serves_it_yet(served_alone, capsys):
+    url, api, _client = served_alone
     assert berth(url, api.admin, "routes", "add", "alone.test", "-t", A, "--wait") == 0
     captured = capsys.readouterr()
     assert captured.out.startswith("added route rt_")
@@ -252,11 +274,11 @@ def test_wait_without_a_running_proxy_says_nothing_serves_it_yet(served, redis_c
                             "stored, and served once a proxy starts\n")
 
 
-def test_wait_names_the_proxy_workers_behind_the_change(served, redis_client, capsys):
+def test_wait_names_the_proxy_workers_behind_the_change(served_alone, capsys):
     """Workers as the API sees them (heartbeats and reports written here as proxies write
     them): one behind, one ahead of the stored table (it holds a table from before Redis
     lost its data, so not the change either), one serving it."""
-    url, api = served
+    url, api, redis_client = served_alone
     now_ms = int(time.time() * 1000)
     for member, version in (("proxy/h:1", 0), ("proxy/h:2", 7), ("proxy-tls/h:3", 1)):
         redis_client.hset(keys.HEARTBEATS, member, now_ms)
