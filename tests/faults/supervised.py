@@ -18,7 +18,8 @@ KINDS = ("web", "worker", "scheduler", "proxy", "consumer", "proxy-tls")
 
 
 class SupervisedPlatform:
-    def __init__(self, workdir: Path, redis_url: str, env: dict[str, str] | None = None):
+    def __init__(self, workdir: Path, redis_url: str,
+                 env: dict[str, str | None] | None = None):
         self.workdir = workdir
         self.state_dir = workdir / "state"
         self.web_port, self.http_port, self.https_port = free_port(), free_port(), free_port()
@@ -29,7 +30,8 @@ class SupervisedPlatform:
             "BERTH_HTTP_PORT": str(self.http_port),
             "BERTH_HTTPS_PORT": str(self.https_port),
             # An engine address that does not answer: run.sh then starts no private dockerd
-            # (it does only when DOCKER_HOST is unset); nothing here runs containers.
+            # (it does only when DOCKER_HOST is unset); nothing here runs containers. A test
+            # passing DOCKER_HOST=None leaves it unset.
             "DOCKER_HOST": f"unix://{workdir}/no-engine.sock",
             "BERTH_LOG_FORMAT": "text",
             "BERTH_PROCESSES": "",
