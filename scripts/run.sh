@@ -313,9 +313,21 @@ if [ -f "$SUPERVISOR_DIR/supervisord.pid" ] && alive "$(cat "$SUPERVISOR_DIR/sup
     "stop it, or set BERTH_STATE_DIR to another directory"
 fi
 mkdir -p "$SUPERVISOR_DIR" "$LOG_DIR"
+# supervisord listens for the proxies (fcgi-programs, see scripts/supervisor/supervisord.conf)
+# and keeps their sockets while it runs, so a restarted proxy's port never refuses a
+# connection. The template reads their addresses from this env file; supervisord's sockets
+# are IPv4 only, so with an IPv6 BERTH_BIND_HOST the proxies bind themselves.
+listen_env="$SUPERVISOR_DIR/listen.env"
+bind_host="${BERTH_BIND_HOST:-127.0.0.1}"
+if [[ "$bind_host" == *:* ]]; then
+  : >"$listen_env"
+else
+  printf 'BERTH_HTTP_LISTEN=tcp://%s:%s\nBERTH_HTTPS_LISTEN=tcp://%s:%s\n' \
+    "$bind_host" "${BERTH_HTTP_PORT:-8080}" "$bind_host" "${BERTH_HTTPS_PORT:-8443}" >"$listen_env"
+fi
 if ! export_out="$("$VENV_BIN/honcho" export -f "$PROCFILE" -d "$ROOT" -a berth -s /bin/bash -u "$(id -un)" \
   -t "$ROOT/scripts/supervisor" -l "$LOG_DIR" ${concurrency:+-c "$concurrency"} \
-  supervisord "$SUPERVISOR_DIR" 2>&1)"; then
+  -e ".env,$listen_env" supervisord "$SUPERVISOR_DIR" 2>&1)"; then
   printf '%s\n' "$export_out" >&2
   die "could not export $PROCFILE to a supervisord configuration"
 fi

@@ -15,6 +15,13 @@ from harness.procs import ROOT, VENV_BIN, Proc, free_port, wait_for_port, wait_u
 
 # Procfile name -> supervisord program (honcho's exporter numbers each copy: web-1, ...).
 KINDS = ("web", "worker", "scheduler", "proxy", "consumer", "proxy-tls")
+# The proxies are fcgi-programs (supervisord holds their sockets), which are in no group.
+PROXIES = ("proxy", "proxy-tls")
+
+
+def program(kind: str) -> str:
+    """supervisorctl's name for the first copy of `kind`."""
+    return f"{kind}-1" if kind in PROXIES else f"berth:{kind}-1"
 
 
 class SupervisedPlatform:
@@ -68,7 +75,7 @@ class SupervisedPlatform:
     def pid(self, kind: str) -> int | None:
         """The PID supervisord runs for `kind` now (starting or running), else None."""
         done = subprocess.run([str(VENV_BIN / "supervisorctl"), "-c", str(self.conf), "pid",
-                               f"berth:{kind}-1"], capture_output=True, text=True, timeout=10)
+                               program(kind)], capture_output=True, text=True, timeout=10)
         text = done.stdout.strip()
         return int(text) if text.isdigit() and int(text) > 0 else None
 
