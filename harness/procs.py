@@ -58,7 +58,7 @@ class Proc:
     """A child process started by a test or a benchmark, logging to a file, stopped by its PID."""
 
     def __init__(self, args: list[str], log_path: Path, env: dict | None = None,
-                 cwd: Path = ROOT):
+                 cwd: Path = ROOT, stdin: int | None = None):
         self.args = args
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
@@ -66,8 +66,9 @@ class Proc:
         full_env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
                     **(env or {})}
         full_env = {key: value for key, value in full_env.items() if value is not None}
-        self.popen = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
-                                      env=full_env, cwd=cwd, start_new_session=True)
+        self.popen = subprocess.Popen(args, stdin=stdin, stdout=self._log,
+                                      stderr=subprocess.STDOUT, env=full_env, cwd=cwd,
+                                      start_new_session=True)
         self.pid = self.popen.pid
 
     def alive(self) -> bool:

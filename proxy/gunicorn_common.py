@@ -47,7 +47,10 @@ worker_class = "proxy.worker.ProxyWorker"
 # keeps them for their whole keep-alive life (32 benchmark connections split 26/6). A worker
 # that exits drops the connections still queued on its own socket; see also on_starting.
 # An inherited socket (BERTH_PROXY_LISTEN_FD, under `make run`) is one socket, shared by the
-# arbiter's workers: it outlives the arbiter, which per-worker sockets cannot (see bind()).
+# arbiter's workers: it outlives the arbiter, which per-worker sockets cannot (see bind_to).
+# Measured in the same run (`python -m bench.proxy --only berth --rounds 5 --duration 4`,
+# 2026-12-07, 2 cores busy with other work, berth at ~1,300 req/s): shared / per-worker
+# 1.00x small, 1.07x at 16 KiB; the burst split above may cost more on a quiet machine.
 reuse_port = settings.proxy_listen_fd < 0
 worker_connections = settings.proxy_worker_connections
 keepalive = settings.proxy_keepalive_s
