@@ -8,6 +8,8 @@ platform started are ever signalled.
 
 from __future__ import annotations
 
+import http.client
+import ssl
 import subprocess
 from pathlib import Path
 
@@ -22,6 +24,23 @@ PROXIES = ("proxy", "proxy-tls")
 def program(kind: str) -> str:
     """supervisorctl's name for the first copy of `kind`."""
     return f"{kind}-1" if kind in PROXIES else f"berth:{kind}-1"
+
+
+def answered(port: int, tls: bool = False, timeout: float = 60) -> int:
+    """The status of one GET to the proxy on `port` (any host: berth answers 404 for a host
+    it has no route for), waited for up to `timeout` seconds."""
+    if tls:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # the proxy's self-signed default certificate
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=context)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", "/", headers={"Host": "ready.invalid"})
+        return conn.getresponse().status
+    finally:
+        conn.close()
 
 
 class SupervisedPlatform:
@@ -59,6 +78,10 @@ class SupervisedPlatform:
                 wait_for_port(port, timeout=60, proc=self.proc.popen)
             wait_until(lambda: all(self.pid(kind) for kind in KINDS), timeout=30,
                        what="every program running")
+            # supervisord listens for the proxies before gunicorn runs: an open port is not yet
+            # a serving proxy. One request each, answered once gunicorn accepts it.
+            answered(self.http_port)
+            answered(self.https_port, tls=True)
         except BaseException:
             print(self.logs())
             self.stop()
