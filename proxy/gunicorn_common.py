@@ -49,8 +49,10 @@ worker_class = "proxy.worker.ProxyWorker"
 # An inherited socket (BERTH_PROXY_LISTEN_FD, under `make run`) is one socket, shared by the
 # arbiter's workers: it outlives the arbiter, which per-worker sockets cannot (see bind_to).
 # Measured in the same run (`python -m bench.proxy --only berth --rounds 5 --duration 4`,
-# 2026-12-07, 2 cores busy with other work, berth at ~1,300 req/s): shared / per-worker
-# 1.00x small, 1.07x at 16 KiB; the burst split above may cost more on a quiet machine.
+# 2026-12-07, 2 cores busy with other work), shared / per-worker, medians: 1.00x small and
+# 1.07x at 16 KiB with berth at ~1,300 req/s; 0.97x and 1.23x at ~3,300 req/s. Rounds of one
+# target spread 2x, so no difference shows at this noise; the burst split above may still
+# cost throughput on a quiet machine, where berth makes ~7,400 req/s.
 reuse_port = settings.proxy_listen_fd < 0
 worker_connections = settings.proxy_worker_connections
 keepalive = settings.proxy_keepalive_s
