@@ -8,8 +8,10 @@
 #   - runs the processes of the Procfile under supervisord: the configuration is exported from
 #     the Procfile by honcho with berth's template (scripts/supervisor/supervisord.conf), so a
 #     process that exits is restarted with backoff and logged, and no process's exit stops
-#     another. Each process logs to <state dir>/logs/<name>.log; supervisord's own lines
-#     (spawned, exited, restarted) come to the terminal.
+#     another. supervisord listens on the proxies' ports itself and keeps the sockets while it
+#     runs, so a proxy restarting never refuses a connection. Each process logs to
+#     <state dir>/logs/<name>.log; supervisord's own lines (spawned, exited, restarted) come
+#     to the terminal.
 # Ctrl-C (or SIGTERM) stops supervisord, which stops every process group it started, then
 # the private dockerd and the redis-server started here; the exit status is then 0.
 #
