@@ -244,6 +244,14 @@ class Settings:
     proxy_workers: int = _setting(
         "BERTH_PROXY_WORKERS", "2", _int_range(1, 64), "gunicorn workers of each proxy process."
     )
+    proxy_listen_fd: int = _setting(
+        "BERTH_PROXY_LISTEN_FD",
+        "-1",
+        _int_range(-1, 65535),
+        "-1: each proxy binds BERTH_BIND_HOST and its port itself. Otherwise the file "
+        "descriptor of the listening socket it inherits and serves instead (`make run` sets 0: "
+        "supervisord holds the socket, so it outlives the proxy's gunicorn arbiter).",
+    )
     proxy_worker_connections: int = _setting(
         "BERTH_PROXY_WORKER_CONNECTIONS",
         "1000",

@@ -10,6 +10,8 @@ fixed nginx backend, for a small body and a 16 KiB body:
   mitmproxy     mitmdump in reverse mode, when installed
   berth         the real proxy (gunicorn, 2 gevent workers), request events on
   berth-noevt   the same with BERTH_PROXY_REQUEST_EVENTS=off
+  berth-shared  events on, one listening socket inherited and shared by the workers, as
+                supervisord passes it under `make run` (the others: one socket per worker)
 
 and prints req/s, p50 and p99 per proxy and body, then berth's ratio to each peer and what
 request events cost (berth-noevt against berth).
@@ -24,7 +26,7 @@ Peers that are not installed are reported as such (`make bench` installs wrk, ng
 HAProxy; Caddy and mitmproxy come from the Debian packages of the same names). Figures also
 go to bench/results/proxy.json.
 
-    python -m bench.proxy [--duration 8] [--connections 32] [--threads 1]
+    python -m bench.proxy [--duration 8] [--connections 32] [--threads 1] [--rounds 1]
                           [--fixed-duration 8] [--only berth,caddy]
 """
 
@@ -184,6 +186,8 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=8, help="seconds per measurement")
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measurements per target and body, taking turns; the median is shown")
     parser.add_argument("--only", default="", help="comma-separated subset, e.g. berth,caddy "
                         "(direct is always measured)")
     parser.add_argument("--fixed-duration", type=float, default=8.0,
@@ -219,7 +223,8 @@ def main() -> None:
             store = RouteStore(create_client(redis_server.url))
             store.create(store.new("bench", Route.clean(
                 {"host": HOST, "targets": [f"http://127.0.0.1:{backend_port}"]})))
-            for name, events in (("berth", "on"), ("berth-noevt", "off")):
+            for name, events, shared in (("berth", "on", False), ("berth-noevt", "off", False),
+                                         ("berth-shared", "on", True)):
                 if only and not only & {"berth", name}:
                     continue
                 # Production's event flush interval, not the harness's shorter one for tests.
@@ -227,18 +232,25 @@ def main() -> None:
                 proxy = ProxyProcess(workdir / name, redis_server.url,
                                      {"BERTH_PROXY_REQUEST_EVENTS": events,
                                       "BERTH_PUBLISHER_FLUSH_MS": flush_ms,
-                                      "BERTH_LOG_LEVEL": "warning"}).start()
+                                      "BERTH_LOG_LEVEL": "warning"},
+                                     inherit_socket=shared).start()
                 procs.append(proxy)
                 targets[name] = proxy.port
 
-            for name, port in targets.items():
-                results[name] = {}
-                for body, path in BODIES.items():
-                    wrk(port, path, 1, args.connections, args.threads)  # warm up pools
-                    results[name][body] = wrk(port, path, args.duration, args.connections,
-                                              args.threads)
-                    print(f"  measured {name:<12} {body:<6} "
-                          f"{results[name][body]['rps']:>10.0f} req/s", file=sys.stderr)
+            # Rounds take turns (every target once per round), so a busy spell of a shared
+            # machine weighs on all of them; each figure is its round with the median req/s.
+            samples: dict[str, dict[str, list]] = {n: {b: [] for b in BODIES} for n in targets}
+            for _round in range(args.rounds):
+                for name, port in targets.items():
+                    for body, path in BODIES.items():
+                        wrk(port, path, 1, args.connections, args.threads)  # warm up pools
+                        sample = wrk(port, path, args.duration, args.connections, args.threads)
+                        samples[name][body].append(sample)
+                        print(f"  measured {name:<12} {body:<6} "
+                              f"{sample['rps']:>10.0f} req/s", file=sys.stderr)
+            for name, by_body in samples.items():
+                results[name] = {body: sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
+                                 for body, runs in by_body.items()}
             if args.fixed_duration > 0 and "berth" in results:
                 latency = fixed_rate_latency(targets, results, args)
         finally:
@@ -275,7 +287,8 @@ def fixed_rate_latency(targets: dict[str, int], results: dict[str, dict], args) 
 
 
 def report(results: dict[str, dict], args) -> None:
-    print(f"\nwrk -t{args.threads} -c{args.connections} -d{args.duration}s, keep-alive, "
+    print(f"\nwrk -t{args.threads} -c{args.connections} -d{args.duration}s, "
+          f"median of {args.rounds} round(s), keep-alive, "
           f"backend: nginx (1 worker); proxies with 2 workers/threads; {os.cpu_count()} CPUs; "
           f"{time.strftime('%Y-%m-%d %H:%M')}\n")
     print(f"{'proxy':<12} {'body':<6} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}")
@@ -302,6 +315,11 @@ def report(results: dict[str, dict], args) -> None:
         f"{body}: {1 - results['berth'][body]['rps'] / results['berth-noevt'][body]['rps']:.1%}"
         for body in BODIES)
     print(f"\nrequest events cost (1 - events on / events off): {cost}   (target: < 5%)")
+    if "berth-shared" in results:
+        shared = "   ".join(
+            f"{body}: {results['berth-shared'][body]['rps'] / results['berth'][body]['rps']:.2f}x"
+            for body in BODIES)
+        print(f"one inherited socket (make run) / a socket per worker: {shared}")
 
 
 def report_latency(latency: dict[str, dict], args) -> None:

@@ -13,7 +13,6 @@ Everything the harness creates carries the label `berth-test=1` and is removed b
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import io
 import json
@@ -21,8 +20,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
-import struct
 import subprocess
 import tarfile
 import tempfile
@@ -33,6 +30,7 @@ import docker
 import docker.errors
 import requests
 
+from app.bridge import create_bridge, delete_bridge
 from harness.procs import Proc, find_binary, wait_until
 
 TEST_LABEL = "berth-test"
@@ -190,7 +188,7 @@ class DockerDaemon:
             self.proc.stop(timeout=5)
             self.proc = None
         if self.bridge:
-            _delete_bridge(self.bridge)
+            delete_bridge(self.bridge)
             self.bridge = ""
         if self._root is not None:
             _unmount_under(self._root)
@@ -213,59 +211,11 @@ def remove_labelled(client: docker.DockerClient) -> None:
             client.images.remove(image.id, force=True)
 
 
-# Linux network-device ioctls (linux/sockios.h): the bridge is made without iproute2, which
-# docker.io does not depend on.
-_SIOCGIFFLAGS, _SIOCSIFFLAGS, _SIOCGIFADDR = 0x8913, 0x8914, 0x8915
-_SIOCSIFADDR, _SIOCSIFNETMASK = 0x8916, 0x891C
-_SIOCBRADDBR, _SIOCBRDELBR = 0x89A0, 0x89A1
-_IFF_UP = 0x1
-
-
-def _ifreq_addr(name: str, address: str) -> bytes:
-    """struct ifreq holding a sockaddr_in (40 bytes on Linux)."""
-    return struct.pack("16sH2s4s16x", name.encode(), socket.AF_INET, b"",
-                       socket.inet_aton(address))
-
-
-def _ipv4_addresses() -> set[str]:
-    found = set()
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        for _index, name in socket.if_nameindex():
-            try:
-                raw = fcntl.ioctl(sock, _SIOCGIFADDR, struct.pack("16s24x", name.encode()))
-            except OSError:  # no IPv4 address on this device
-                continue
-            found.add(socket.inet_ntoa(raw[20:24]))
-    return found
-
-
-def _set_up(sock: socket.socket, name: str, up: bool) -> None:
-    raw = fcntl.ioctl(sock, _SIOCGIFFLAGS, struct.pack("16sh22x", name.encode(), 0))
-    flags = struct.unpack("16sh22x", raw)[1]
-    flags = flags | _IFF_UP if up else flags & ~_IFF_UP
-    fcntl.ioctl(sock, _SIOCSIFFLAGS, struct.pack("16sh22x", name.encode(), flags))
-
-
 def _create_bridge() -> str:
-    used = {address.rsplit(".", 1)[0] for address in _ipv4_addresses()}
-    subnet = next((n for n in range(1, 255) if f"10.213.{n}" not in used), None)
-    if subnet is None:
-        raise RuntimeError("no free 10.213.x.0/24 subnet for a test bridge")
     name = "brt" + secrets.token_hex(4)  # at most 15 characters
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        fcntl.ioctl(sock, _SIOCBRADDBR, name.encode())
-        fcntl.ioctl(sock, _SIOCSIFADDR, _ifreq_addr(name, f"10.213.{subnet}.1"))
-        fcntl.ioctl(sock, _SIOCSIFNETMASK, _ifreq_addr(name, "255.255.255.0"))
-        _set_up(sock, name, True)
+    # 10.213.x for test engines; scripts/run.sh's private engine takes 10.214.x.
+    create_bridge(name, "10.213")
     return name
-
-
-def _delete_bridge(name: str) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        with contextlib.suppress(OSError):
-            _set_up(sock, name, False)
-        with contextlib.suppress(OSError):
-            fcntl.ioctl(sock, _SIOCBRDELBR, name.encode())
 
 
 def _unmount_under(root: Path) -> None:

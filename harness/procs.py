@@ -58,14 +58,17 @@ class Proc:
     """A child process started by a test or a benchmark, logging to a file, stopped by its PID."""
 
     def __init__(self, args: list[str], log_path: Path, env: dict | None = None,
-                 cwd: Path = ROOT):
+                 cwd: Path = ROOT, stdin: int | None = None):
         self.args = args
         self.log_path = log_path
         self._log = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
+        # A variable given as None is left out (unset), whatever this process has.
         full_env = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '')}",
                     **(env or {})}
-        self.popen = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
-                                      env=full_env, cwd=cwd, start_new_session=True)
+        full_env = {key: value for key, value in full_env.items() if value is not None}
+        self.popen = subprocess.Popen(args, stdin=stdin, stdout=self._log,
+                                      stderr=subprocess.STDOUT, env=full_env, cwd=cwd,
+                                      start_new_session=True)
         self.pid = self.popen.pid
 
     def alive(self) -> bool:
@@ -96,7 +99,8 @@ class Proc:
             os.killpg(self.pid, sig)  # its own session: pgid == our child's pid
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:  # also readable after stop()
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
 

@@ -3,6 +3,7 @@ benchmarks, with access to its worker processes' memory figures."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from harness.procs import VENV_BIN, Proc, free_port, wait_for_port, wait_until
@@ -17,13 +18,23 @@ def _status_kib(pid: int, field: str) -> int:
 
 class ProxyProcess:
     """`gunicorn -c proxy/gunicorn_http.py proxy.wsgi:app` with `env` on top of the
-    environment; BERTH_HTTP_PORT is chosen here."""
+    environment; BERTH_HTTP_PORT is chosen here. With `inherit_socket`, the listening socket
+    is made here and passed as fd 0 (BERTH_PROXY_LISTEN_FD=0), as supervisord passes it under
+    `make run`: one socket shared by the workers instead of one per worker."""
 
     def __init__(self, workdir: Path, redis_url: str, env: dict[str, str] | None = None,
                  workers: int = 2, config: str = "proxy/gunicorn_http.py",
-                 module: str = "proxy.wsgi:app", port_variable: str = "BERTH_HTTP_PORT"):
+                 module: str = "proxy.wsgi:app", port_variable: str = "BERTH_HTTP_PORT",
+                 inherit_socket: bool = False):
         self.workdir = workdir
         self.port = free_port()
+        self.listener: socket.socket | None = None
+        if inherit_socket:
+            self.listener = socket.socket()
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.listener.bind(("127.0.0.1", self.port))
+            self.listener.listen(2048)  # supervisord's socket_backlog in make run
+            env = {**(env or {}), "BERTH_PROXY_LISTEN_FD": "0"}
         self.env = {"REDIS_URL": redis_url, "BERTH_PROXY_WORKERS": str(workers),
                     "BERTH_LOG_FORMAT": "text", "BERTH_PUBLISHER_FLUSH_MS": "20",
                     **(env or {}), port_variable: str(self.port)}
@@ -37,7 +48,8 @@ class ProxyProcess:
 
     def start(self) -> ProxyProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.proc = Proc(self.args, self.workdir / f"proxy-{self.port}.log", env=self.env)
+        self.proc = Proc(self.args, self.workdir / f"proxy-{self.port}.log", env=self.env,
+                         stdin=self.listener.fileno() if self.listener else None)
         try:
             wait_for_port(self.port, proc=self.proc.popen)
             wait_until(lambda: len(self.worker_pids()) == self.workers, what="proxy workers")
@@ -51,6 +63,9 @@ class ProxyProcess:
         if self.proc is not None:
             self.proc.stop()
             self.proc = None
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
 
     def output(self) -> str:
         return self.proc.output() if self.proc else ""

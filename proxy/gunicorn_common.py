@@ -46,7 +46,14 @@ worker_class = "proxy.worker.ProxyWorker"
 # With one shared socket, whichever worker wakes first takes a burst of connections and
 # keeps them for their whole keep-alive life (32 benchmark connections split 26/6). A worker
 # that exits drops the connections still queued on its own socket; see also on_starting.
-reuse_port = True
+# An inherited socket (BERTH_PROXY_LISTEN_FD, under `make run`) is one socket, shared by the
+# arbiter's workers: it outlives the arbiter, which per-worker sockets cannot (see bind_to).
+# Measured in the same run (`python -m bench.proxy --only berth --rounds 5 --duration 4`,
+# 2026-12-07, 2 cores busy with other work), shared / per-worker, medians: 1.00x small and
+# 1.07x at 16 KiB with berth at ~1,300 req/s; 0.97x and 1.23x at ~3,300 req/s. Rounds of one
+# target spread 2x, so no difference shows at this noise; the burst split above may still
+# cost throughput on a quiet machine, where berth makes ~7,400 req/s.
+reuse_port = settings.proxy_listen_fd < 0
 worker_connections = settings.proxy_worker_connections
 keepalive = settings.proxy_keepalive_s
 timeout = 30  # a worker that stops notifying the arbiter this long is replaced
@@ -68,6 +75,18 @@ errorlog = "-"
 logger_class = berth_logger(settings)  # gunicorn's lines in berth's format
 loglevel = settings.log_level
 control_socket_disable = True  # several gunicorn processes run side by side; berth uses none
+
+
+def bind_to(port: int) -> str:
+    """gunicorn's `bind` for a proxy listening on `port`: BERTH_BIND_HOST:port, or the socket
+    inherited on BERTH_PROXY_LISTEN_FD. supervisord's fcgi-program passes it as fd 0 and keeps
+    it open while it runs (app/supervisor_sockets.py), so while a SIGKILLed arbiter is
+    replaced, new connections wait in its backlog instead of being refused. gunicorn 27 takes
+    it as `fd://N`: it dups the descriptor, closes N, and leaves the socket's listen backlog as
+    supervisord set it (socket_backlog)."""
+    if settings.proxy_listen_fd >= 0:
+        return f"fd://{settings.proxy_listen_fd}"
+    return f"{settings.bind_host}:{port}"
 
 
 def on_starting(server):

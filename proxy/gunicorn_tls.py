@@ -4,10 +4,10 @@ certificate chosen per hostname (SNI) from the certificate store (see proxy/tls.
 from pathlib import Path
 
 from proxy.gunicorn_common import *  # noqa: F403 - a gunicorn config is a module of settings
-from proxy.gunicorn_common import settings
+from proxy.gunicorn_common import bind_to, settings
 from proxy.tls_files import ensure_default_certificate
 
-bind = f"{settings.bind_host}:{settings.https_port}"
+bind = bind_to(settings.https_port)
 proc_name = "berth-proxy-tls"
 
 # gunicorn serves TLS only with a certificate configured: the self-signed default, shown to

@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # Run the whole platform in the foreground (what `make run` does):
 #   - starts a local redis-server on 127.0.0.1 unless REDIS_URL is set,
+#   - uses the container engine at DOCKER_HOST, else the default socket; when neither is set
+#     nor answers, starts a private dockerd as root (<state dir>/engine, see
+#     start_private_engine), and otherwise says once how to get one,
 #   - makes sure an admin token exists (<state dir>/admin-token),
 #   - runs the processes of the Procfile under supervisord: the configuration is exported from
 #     the Procfile by honcho with berth's template (scripts/supervisor/supervisord.conf), so a
 #     process that exits is restarted with backoff and logged, and no process's exit stops
-#     another. Each process logs to <state dir>/logs/<name>.log; supervisord's own lines
-#     (spawned, exited, restarted) come to the terminal.
+#     another. supervisord listens on the proxies' ports itself and keeps the sockets while it
+#     runs, so a proxy restarting never refuses a connection. Each process logs to
+#     <state dir>/logs/<name>.log; supervisord's own lines (spawned, exited, restarted) come
+#     to the terminal.
 # Ctrl-C (or SIGTERM) stops supervisord, which stops every process group it started, then
-# the redis-server started here; the exit status is then 0.
+# the private dockerd and the redis-server started here; the exit status is then 0.
 #
 # Environment:
 #   REDIS_URL                use this Redis instead of starting one
+#   DOCKER_HOST              use this container engine (never starts a private one)
 #   BERTH_LOCAL_REDIS_PORT   port of the local redis-server (default 6390)
 #   BERTH_WEB_PORT, BERTH_HTTP_PORT, BERTH_HTTPS_PORT   listeners, shown in the URLs printed
 #   BERTH_PROCFILE           Procfile to run (default: Procfile)
@@ -73,6 +79,8 @@ stop() {
 
 redis_pid=""
 supervisord_pid=""
+dockerd_pid=""
+engine_bridge=""
 cleaned_up=0
 
 cleanup() {
@@ -84,6 +92,14 @@ cleanup() {
     # supervisord sends SIGTERM to every process group it started and SIGKILL to a group
     # still there after stopwaitsecs (15 s).
     stop "$supervisord_pid" supervisord 40
+  fi
+  if [ -n "$dockerd_pid" ]; then
+    # dockerd stops its containers (each gets its stop timeout, 10 s) and its containerd.
+    log "stopping the private dockerd (pid $dockerd_pid)"
+    stop "$dockerd_pid" dockerd 60
+  fi
+  if [ -n "$engine_bridge" ]; then
+    "$VENV_BIN/python" -m app.bridge delete "$engine_bridge" 2>/dev/null || true
   fi
   if [ -n "$redis_pid" ]; then
     log "stopping redis-server (pid $redis_pid)"
@@ -194,14 +210,101 @@ else
   redis_note="from REDIS_URL"
 fi
 
-# Services need a container engine; say once, with the fix, when none answers.
-engine="${DOCKER_HOST:-unix:///var/run/docker.sock}"
-if "$VENV_BIN/python" -c 'import sys, docker; docker.DockerClient(base_url=sys.argv[1], timeout=3).ping()' \
-  "$engine" >/dev/null 2>&1; then
-  engine_note="$engine"
+# Services need a container engine. DOCKER_HOST names one to use as it is. Without it, the
+# default socket; when nothing answers there and this runs as root with dockerd installed, a
+# private engine is started below. Otherwise run.sh says once how to get one.
+DEFAULT_ENGINE="unix:///var/run/docker.sock"
+engine_answers() {
+  "$VENV_BIN/python" -c 'import sys, docker; docker.DockerClient(base_url=sys.argv[1], timeout=3).ping()' \
+    "$1" >/dev/null 2>&1
+}
+
+# A private dockerd, started as the test harness starts one (harness/docker.py): its data,
+# exec root, socket, pid file and configuration under <state dir>/engine (its own
+# daemon.json, so /etc/docker/daemon.json changes nothing), and its own Linux bridge on a
+# free 10.214.x.0/24 (app/bridge.py; test engines take 10.213.x), so it never shares docker0,
+# a subnet or a socket with another daemon. No iptables rules, IP forwarding or masquerading:
+# containers reach nothing beyond this machine, and published ports (berth publishes on
+# 127.0.0.1) are served by docker-proxy. Stopped by its PID after supervisord.
+start_private_engine() {
+  local dockerd=$1 engine_dir="$STATE_DIR/engine"
+  local exec_root="$engine_dir/exec" pidfile="$engine_dir/docker.pid" driver="" deadline
+  engine_log="$engine_dir/dockerd.log"
+  # containerd's sockets live under the exec root, and a unix socket path has at most 107
+  # bytes: <exec root>/containerd/containerd.sock.ttrpc is the longest.
+  if ((${#exec_root} + 33 > 107)); then
+    die "the state directory's path ($STATE_DIR) is too long for the private engine's sockets;" \
+      "set BERTH_STATE_DIR to a path of at most 62 characters, or DOCKER_HOST to an engine"
+  fi
+  if [ -f "$pidfile" ] && alive "$(cat "$pidfile")"; then
+    die "a dockerd of this state directory runs already (pid $(cat "$pidfile"), a leftover" \
+      "from an earlier run?); stop it, or set BERTH_STATE_DIR to another directory"
+  fi
+  mkdir -p "$engine_dir"
+  chmod 700 "$engine_dir"
+  echo '{}' >"$engine_dir/daemon.json"
+  # Named after the state directory: a run that was SIGKILLed leaves at most this one
+  # behind, and the next run replaces it.
+  engine_bridge="brb$(printf '%s' "$STATE_DIR" | sha256sum | cut -c1-8)"
+  "$VENV_BIN/python" -m app.bridge delete "$engine_bridge"
+  engine_bip="$("$VENV_BIN/python" -m app.bridge create "$engine_bridge" 10.214)" ||
+    die "could not create the private engine's bridge $engine_bridge"
+  engine_url="unix://$engine_dir/docker.sock"
+  while true; do
+    # Its own process group, like redis-server's: Ctrl-C reaches this script, not dockerd,
+    # which stops (and stops its containers) after the processes that use it.
+    set -m
+    "$dockerd" --host "$engine_url" \
+      --data-root "$engine_dir/data" --exec-root "$exec_root" --pidfile "$pidfile" \
+      --config-file "$engine_dir/daemon.json" \
+      --bridge "$engine_bridge" --iptables=false --ip6tables=false \
+      --ip-forward=false --ip-masq=false --userland-proxy=true \
+      ${driver:+--storage-driver "$driver"} \
+      </dev/null >>"$engine_log" 2>&1 &
+    dockerd_pid=$!
+    set +m
+    deadline=$((SECONDS + 60))
+    until engine_answers "$engine_url"; do
+      alive "$dockerd_pid" || break
+      if ((SECONDS >= deadline)); then
+        tail -n 20 "$engine_log" >&2 2>/dev/null || true
+        die "the private dockerd did not answer at $engine_url within 60 s; see $engine_log"
+      fi
+      sleep 0.2
+    done
+    alive "$dockerd_pid" && return 0
+    wait "$dockerd_pid" 2>/dev/null || true
+    dockerd_pid=""
+    # overlay2 can be refused (overlay on overlay, inside some containers): vfs works
+    # everywhere, only slower. As the harness does, it is tried once.
+    if [ -z "$driver" ] && tail -n 30 "$engine_log" | grep -qi overlay; then
+      log "the private dockerd refused overlay2 here; starting it with the vfs storage driver"
+      driver=vfs
+      continue
+    fi
+    tail -n 20 "$engine_log" >&2 2>/dev/null || true
+    die "the private dockerd exited during start-up; see $engine_log"
+  done
+}
+
+if [ -n "${DOCKER_HOST:-}" ]; then
+  if engine_answers "$DOCKER_HOST"; then
+    engine_note="$DOCKER_HOST"
+  else
+    engine_note="none answers at DOCKER_HOST=$DOCKER_HOST: 'berth services' will fail until it does"
+  fi
+elif engine_answers "$DEFAULT_ENGINE"; then
+  engine_note="$DEFAULT_ENGINE"
+elif [ "$(id -u)" -eq 0 ] && dockerd_bin="$(find_bin dockerd)"; then
+  start_private_engine "$dockerd_bin"
+  export DOCKER_HOST="$engine_url"
+  log "no container engine answers at $DEFAULT_ENGINE; started a private one (dockerd pid $dockerd_pid)"
+  engine_note="$engine_url, a private dockerd (pid $dockerd_pid, bridge $engine_bridge $engine_bip,"
+  engine_note+=" data in $STATE_DIR/engine/, log $engine_log)"
 else
-  engine_note="none answers at $engine: 'berth services' will fail until one does; start one with"
-  engine_note+=" 'sudo systemctl start docker' (Debian: apt-get install docker.io), or set DOCKER_HOST"
+  engine_note="none answers at $DEFAULT_ENGINE: 'berth services' will fail until one does; start one with"
+  engine_note+=" 'sudo systemctl start docker' (Debian: apt-get install docker.io), or run 'make run'"
+  engine_note+=" as root for a private one, or set DOCKER_HOST"
 fi
 
 # Creates the admin token on first run and prints it once; later runs print no secret.
@@ -212,9 +315,21 @@ if [ -f "$SUPERVISOR_DIR/supervisord.pid" ] && alive "$(cat "$SUPERVISOR_DIR/sup
     "stop it, or set BERTH_STATE_DIR to another directory"
 fi
 mkdir -p "$SUPERVISOR_DIR" "$LOG_DIR"
+# supervisord listens for the proxies (fcgi-programs, see scripts/supervisor/supervisord.conf)
+# and keeps their sockets while it runs, so a restarted proxy's port never refuses a
+# connection. The template reads their addresses from this env file; supervisord's sockets
+# are IPv4 only, so with an IPv6 BERTH_BIND_HOST the proxies bind themselves.
+listen_env="$SUPERVISOR_DIR/listen.env"
+bind_host="${BERTH_BIND_HOST:-127.0.0.1}"
+if [[ "$bind_host" == *:* ]]; then
+  : >"$listen_env"
+else
+  printf 'BERTH_HTTP_LISTEN=tcp://%s:%s\nBERTH_HTTPS_LISTEN=tcp://%s:%s\n' \
+    "$bind_host" "${BERTH_HTTP_PORT:-8080}" "$bind_host" "${BERTH_HTTPS_PORT:-8443}" >"$listen_env"
+fi
 if ! export_out="$("$VENV_BIN/honcho" export -f "$PROCFILE" -d "$ROOT" -a berth -s /bin/bash -u "$(id -un)" \
   -t "$ROOT/scripts/supervisor" -l "$LOG_DIR" ${concurrency:+-c "$concurrency"} \
-  supervisord "$SUPERVISOR_DIR" 2>&1)"; then
+  -e ".env,$listen_env" supervisord "$SUPERVISOR_DIR" 2>&1)"; then
   printf '%s\n' "$export_out" >&2
   die "could not export $PROCFILE to a supervisord configuration"
 fi

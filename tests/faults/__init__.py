@@ -23,8 +23,9 @@ collected in a "fault figures" section at the end of the run.
 - test_consumer_sigkill: the consumer SIGKILLed mid-stream, twice: every request counted once.
 - test_supervised_kill: the platform run as `make run` runs it (scripts/run.sh, supervisord),
   each process kind SIGKILLed in turn under load through both proxies: back within 10 s,
-  no other process stopped, every request counted once; a proxy's refused requests while
-  its arbiter restarts, and the events a SIGKILLed proxy worker takes with it, printed.
+  no other process stopped, every request answered (the killed proxy's included: supervisord
+  holds its socket) and counted once; the longest wait while a proxy's arbiter restarts, and
+  the events a SIGKILLed proxy worker takes with it, printed.
 - test_acme_outage: the CA down, then rate-limiting (through a front of pebble): backoff,
   the old certificate served by proxy-tls, alerts raised.
 - test_dockerd_outage: the suite's own dockerd stopped and restarted: commands refused with a

@@ -29,6 +29,7 @@ class Outcome:
     status: int  # 0 when no complete answer came
     error: str
     trace_id: str
+    took: float = 0.0  # seconds from sending the request to its answer (or error)
 
 
 class _Connection(http.client.HTTPConnection):
@@ -142,6 +143,7 @@ class SteadyLoad(threading.Thread):
     def _one(self, conn: _Connection, used: int, n: int) -> tuple[Outcome | None, bool]:
         """One request; (None, False) when a reused connection turned out closed before
         any byte of an answer came."""
+        sent = time.monotonic()
         try:
             conn.request("GET", f"{self.path}?n={n}", headers={"Host": self.host})
             if used == 0 and conn.serial:  # each TLS handshake: which certificate
@@ -151,14 +153,16 @@ class SteadyLoad(threading.Thread):
         except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as ex:
             if used > 0:
                 return None, False
-            return self._error(ex), False
+            return self._error(ex, sent), False
         except (OSError, http.client.HTTPException, ssl.SSLError) as ex:
-            return self._error(ex), False
+            return self._error(ex, sent), False
         reusable = not resp.will_close
-        return Outcome(time.monotonic(), resp.status, "", resp.headers.get("X-Trace-Id", "")), \
+        now = time.monotonic()
+        return Outcome(now, resp.status, "", resp.headers.get("X-Trace-Id", ""), now - sent), \
             reusable
 
     @staticmethod
-    def _error(ex: Exception) -> Outcome:
+    def _error(ex: Exception, sent: float) -> Outcome:
         name = "timeout" if isinstance(ex, socket.timeout | TimeoutError) else type(ex).__name__
-        return Outcome(time.monotonic(), 0, f"{name}: {ex}", "")
+        now = time.monotonic()
+        return Outcome(now, 0, f"{name}: {ex}", "", now - sent)

@@ -8,6 +8,8 @@ platform started are ever signalled.
 
 from __future__ import annotations
 
+import http.client
+import ssl
 import subprocess
 from pathlib import Path
 
@@ -15,10 +17,35 @@ from harness.procs import ROOT, VENV_BIN, Proc, free_port, wait_for_port, wait_u
 
 # Procfile name -> supervisord program (honcho's exporter numbers each copy: web-1, ...).
 KINDS = ("web", "worker", "scheduler", "proxy", "consumer", "proxy-tls")
+# The proxies are fcgi-programs (supervisord holds their sockets), which are in no group.
+PROXIES = ("proxy", "proxy-tls")
+
+
+def program(kind: str) -> str:
+    """supervisorctl's name for the first copy of `kind`."""
+    return f"{kind}-1" if kind in PROXIES else f"berth:{kind}-1"
+
+
+def answered(port: int, tls: bool = False, timeout: float = 60) -> int:
+    """The status of one GET to the proxy on `port` (any host: berth answers 404 for a host
+    it has no route for), waited for up to `timeout` seconds."""
+    if tls:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # the proxy's self-signed default certificate
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=context)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", "/", headers={"Host": "ready.invalid"})
+        return conn.getresponse().status
+    finally:
+        conn.close()
 
 
 class SupervisedPlatform:
-    def __init__(self, workdir: Path, redis_url: str, env: dict[str, str] | None = None):
+    def __init__(self, workdir: Path, redis_url: str,
+                 env: dict[str, str | None] | None = None):
         self.workdir = workdir
         self.state_dir = workdir / "state"
         self.web_port, self.http_port, self.https_port = free_port(), free_port(), free_port()
@@ -29,7 +56,8 @@ class SupervisedPlatform:
             "BERTH_HTTP_PORT": str(self.http_port),
             "BERTH_HTTPS_PORT": str(self.https_port),
             # An engine address that does not answer: run.sh then starts no private dockerd
-            # (it does only when DOCKER_HOST is unset); nothing here runs containers.
+            # (it does only when DOCKER_HOST is unset); nothing here runs containers. A test
+            # passing DOCKER_HOST=None leaves it unset.
             "DOCKER_HOST": f"unix://{workdir}/no-engine.sock",
             "BERTH_LOG_FORMAT": "text",
             "BERTH_PROCESSES": "",
@@ -50,6 +78,10 @@ class SupervisedPlatform:
                 wait_for_port(port, timeout=60, proc=self.proc.popen)
             wait_until(lambda: all(self.pid(kind) for kind in KINDS), timeout=30,
                        what="every program running")
+            # supervisord listens for the proxies before gunicorn runs: an open port is not yet
+            # a serving proxy. One request each, answered once gunicorn accepts it.
+            answered(self.http_port)
+            answered(self.https_port, tls=True)
         except BaseException:
             print(self.logs())
             self.stop()
@@ -66,7 +98,7 @@ class SupervisedPlatform:
     def pid(self, kind: str) -> int | None:
         """The PID supervisord runs for `kind` now (starting or running), else None."""
         done = subprocess.run([str(VENV_BIN / "supervisorctl"), "-c", str(self.conf), "pid",
-                               f"berth:{kind}-1"], capture_output=True, text=True, timeout=10)
+                               program(kind)], capture_output=True, text=True, timeout=10)
         text = done.stdout.strip()
         return int(text) if text.isdigit() and int(text) > 0 else None
 
