@@ -773,7 +773,9 @@ _MORE_SCHEMAS = {
         "type": "object", "additionalProperties": False,
         "required": ["name", "image", "port"],
         "properties": {
-            "name": _NAME, **_SERVICE_FIELDS,
+            "name": {**_NAME, "not": {"enum": sorted(Service.RESERVED_NAMES)},
+                     "description": "Not one of the names berth's keys use."},
+            **_SERVICE_FIELDS,
             "owner": {**_NAME, "description": "Default: the caller's owner. Only an admin "
                                               "token may name another owner."}},
     },

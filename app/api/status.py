@@ -126,9 +126,13 @@ class StatusResource:
                           "consumer_groups": [], "queues": {}, "queue_details": {},
                           "scheduler_leader": None, "engine": engine}
             return
-        with translate_redis_errors():
-            if state["ok"]:  # writes refused: the dead are forgotten once they are not
+        if state["ok"]:  # writes refused: the dead are forgotten once they are not
+            try:
                 forget_dead(self.client, self.clock())
+            except redis.RedisError as ex:  # housekeeping: never what fails a status read
+                if refusal(ex) is None:
+                    raise
+        with translate_redis_errors():
             components = read_heartbeats(self.client, self.clock(),
                                          self.settings.heartbeat_stale_s)
             streams = stream_lengths(self.client)

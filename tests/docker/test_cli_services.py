@@ -175,8 +175,9 @@ def proxies_reporting(redis_client, proxy: ProxyProcess) -> None:
     emptied, and `--wait` waits for the proxy workers it knows of."""
     def reporting() -> bool:
         beating = {m for m in redis_client.hkeys(keys.HEARTBEATS) if m.startswith("proxy/")}
-        return len(beating & set(redis_client.hkeys(keys.PROXY_SERVED))) == proxy.workers
-    wait_until(reporting, timeout=15, what="both proxy workers reporting")
+        return len(beating & set(redis_client.hkeys(keys.PROXY_SERVED))) >= proxy.workers
+    # A worker beats every 5 s; on a machine that is still starting its first proxy, longer.
+    wait_until(reporting, timeout=30, what="both proxy workers reporting")
 
 
 def get(port: int, host: str, path: str = "/") -> tuple[int, bytes]:
