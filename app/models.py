@@ -24,6 +24,9 @@ from app.errors import ValidationError
 # Python `$` also matches before a final newline ("v\n" would pass as a header value).
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 HEADER_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,100}$")
+# A basic-auth user name: printable ASCII but ':' (spelled out: `\s` differs between
+# Python's and ECMAScript's regular expressions, and the document's must mean the same).
+BASIC_USER_PATTERN = r"^[!-9;-~]{1,64}$"
 HEADER_VALUE_RE = re.compile(r"^[\t\x20-\x7e\x80-\xff]{0,4096}$")
 # A hostname in its ASCII form: dot-separated labels of letters, digits and inner hyphens,
 # the last not all digits (that would be an IP address), "--" in 3rd and 4th place only for
@@ -280,7 +283,7 @@ def check_route_auth(value: Any) -> dict:
         raise ValidationError("auth.users must map 1 to 100 user names to password hashes",
                               field="auth.users")
     for user, hashed in users.items():
-        if not isinstance(user, str) or not re.fullmatch(r"^[^:\s]{1,64}$", user):
+        if not isinstance(user, str) or not re.fullmatch(BASIC_USER_PATTERN, user):
             raise ValidationError("auth.users: invalid user name", field="auth.users")
         if not isinstance(hashed, str) or not re.match(r"^\$(2[aby]|argon2(id|i|d))\$", hashed):
             raise ValidationError("auth.users: each value must be a bcrypt or argon2 hash",

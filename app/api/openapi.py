@@ -22,6 +22,7 @@ from app.choices import KEY_TYPES, RESTART_POLICIES, SCOPES
 from app.metrics.aggregate import UNMATCHED
 from app.metrics.query import QUANTILES, WINDOW_CHOICES
 from app.models import (
+    BASIC_USER_PATTERN,
     ENV_NAME_RE,
     HEADER_NAME_RE,
     HEADER_VALUE_RE,
@@ -150,7 +151,7 @@ _AUTH_INPUT = {"oneOf": [
     {"type": "object", "required": ["type", "users"],
      "properties": {"type": {"const": "basic"},
                     "users": {"type": "object", "minProperties": 1, "maxProperties": 100,
-                              "propertyNames": {"pattern": r"^[^:\s]{1,64}$"},
+                              "propertyNames": {"pattern": BASIC_USER_PATTERN},
                               "additionalProperties": {
                                   "type": "string",
                                   "pattern": r"^\$(2[aby]|argon2(id|i|d))\$"}}}}],

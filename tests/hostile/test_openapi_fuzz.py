@@ -14,6 +14,8 @@ request may get a 400, which the document lists; every other schemathesis check 
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import schemathesis
 from hypothesis import HealthCheck
@@ -27,6 +29,10 @@ from workers.containers import Engine
 STREAMING = "/api/v1/events/stream"
 # Bounded so the whole run stays near a minute on two cores.
 EXAMPLES = 25
+# The suite replays one fixed sequence of examples, so a run fails for a change, not for a
+# draw; BERTH_FUZZ_FRESH=1 draws new ones (how new disagreements are found: fresh draws on a
+# clean clone found an IDN query host the document's ASCII pattern calls invalid, still open).
+FRESH = os.environ.get("BERTH_FUZZ_FRESH") == "1"
 
 
 class _CurrentApp:
@@ -82,7 +88,7 @@ def api_harness(settings, redis_client, engine):
 
 
 @schema.exclude(path=STREAMING).parametrize()
-@hypothesis_settings(max_examples=EXAMPLES, deadline=None,
+@hypothesis_settings(max_examples=EXAMPLES, deadline=None, derandomize=not FRESH,
                      suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                                             HealthCheck.function_scoped_fixture])
 def test_api_conforms_to_its_document(case, api_harness):
